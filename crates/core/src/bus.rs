@@ -1,0 +1,262 @@
+//! The invalidation bus: small messages that tell other instances on the same L2 which L1 entries to drop.
+//!
+//! A message names the namespace, the operation and its keys or pattern, and its sender (a store id), never a value.
+//! Postgres caps a `NOTIFY` payload under 8000 bytes, so key lists are split into batches, and anything that cannot
+//! fit becomes a namespace-wide drop: dropping too much costs hits, dropping too little would serve stale data.
+//!
+//! One [`Bus`] per L2 per process holds the subscription and fans messages out to every store on that L2. When its
+//! connection drops, the bus cannot know what it missed, so its stores drop their whole L1 on the loss and again once
+//! reconnected.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CacheError, ErrorKind};
+use crate::l2::L2;
+
+/// What a bus message asks receivers to drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "o")]
+pub enum BusOp {
+    #[serde(rename = "k")]
+    Keys {
+        #[serde(rename = "k")]
+        keys: Vec<String>,
+    },
+    #[serde(rename = "p")]
+    Pattern {
+        #[serde(rename = "p")]
+        pattern: String,
+    },
+    #[serde(rename = "c")]
+    Clear,
+}
+
+/// One invalidation message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusMessage {
+    #[serde(rename = "s")]
+    pub sender: u64,
+    #[serde(rename = "n")]
+    pub namespace: String,
+    #[serde(flatten)]
+    pub op: BusOp,
+}
+
+impl BusMessage {
+    pub fn decode(payload: &str) -> Option<BusMessage> {
+        serde_json::from_str(payload).ok()
+    }
+
+    fn encode(&self) -> String {
+        serde_json::to_string(self).expect("bus messages always serialize")
+    }
+}
+
+/// The payloads announcing `op`, each at most `max_bytes`: key lists split into batches, and an operation that
+/// cannot fit widened to a namespace-wide drop.
+pub fn encode(sender: u64, namespace: &str, op: BusOp, max_bytes: usize) -> Vec<String> {
+    let message = |op| BusMessage { sender, namespace: namespace.to_owned(), op }.encode();
+    let clear = || vec![message(BusOp::Clear)];
+    match op {
+        BusOp::Keys { keys } => {
+            let empty_len = message(BusOp::Keys { keys: vec![] }).len();
+            let mut payloads = Vec::new();
+            let mut batch: Vec<String> = Vec::new();
+            let mut batch_len = empty_len;
+            for key in keys {
+                // The JSON string of the key plus a comma.
+                let key_len = serde_json::to_string(&key).map(|s| s.len()).unwrap_or(usize::MAX) + 1;
+                if empty_len.saturating_add(key_len) > max_bytes {
+                    return clear();
+                }
+                if batch_len + key_len > max_bytes {
+                    payloads.push(message(BusOp::Keys { keys: std::mem::take(&mut batch) }));
+                    batch_len = empty_len;
+                }
+                batch_len += key_len;
+                batch.push(key);
+            }
+            if !batch.is_empty() {
+                payloads.push(message(BusOp::Keys { keys: batch }));
+            }
+            payloads
+        }
+        op => {
+            let payload = message(op);
+            if payload.len() > max_bytes {
+                clear()
+            } else {
+                vec![payload]
+            }
+        }
+    }
+}
+
+/// What a store hears from the bus.
+pub trait BusListener: Send + Sync {
+    /// A message from any sender (the listener skips its own).
+    fn on_message(&self, message: &BusMessage);
+    /// The bus connection was lost: messages may be missed from now on.
+    fn on_connection_lost(&self, error: CacheError);
+    /// The bus is subscribed; `reconnected` is false the first time.
+    fn on_connected(&self, reconnected: bool);
+}
+
+struct Shared {
+    listeners: Mutex<Vec<Weak<dyn BusListener>>>,
+    up: AtomicBool,
+}
+
+impl Shared {
+    fn each_listener(&self, mut f: impl FnMut(&dyn BusListener)) {
+        let live: Vec<Arc<dyn BusListener>> = {
+            let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            listeners.retain(|l| l.strong_count() > 0);
+            listeners.iter().filter_map(Weak::upgrade).collect()
+        };
+        live.iter().for_each(|l| f(l.as_ref()));
+    }
+}
+
+/// A subscription to the invalidation bus of one L2, shared by every store of the process on that L2.
+pub struct Bus {
+    shared: Arc<Shared>,
+    task: tokio::task::AbortHandle,
+}
+
+/// Delays between reconnection attempts, doubling from the first to the last.
+const RECONNECT_FIRST_DELAY_MS: u64 = 100;
+const RECONNECT_MAX_DELAY_MS: u64 = 2_000;
+
+impl Bus {
+    /// Subscribes in the background; until subscribed, [`Bus::is_up`] is false.
+    pub fn start(l2: Arc<L2>) -> Bus {
+        let shared = Arc::new(Shared { listeners: Mutex::new(Vec::new()), up: AtomicBool::new(false) });
+        let task = crate::runtime::spawn(run(l2, Arc::downgrade(&shared))).abort_handle();
+        Bus { shared, task }
+    }
+
+    pub fn add_listener(&self, listener: Weak<dyn BusListener>) {
+        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
+    }
+
+    /// Whether the subscription is live, so that no message can be missed.
+    pub fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+enum Subscription {
+    Redis(std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>),
+    Postgres(Box<sqlx::postgres::PgListener>),
+}
+
+impl Subscription {
+    async fn open(l2: &L2) -> crate::error::Result<Subscription> {
+        match l2 {
+            L2::Redis(redis) => Ok(Subscription::Redis(redis.subscribe().await?)),
+            L2::Postgres(pg) => Ok(Subscription::Postgres(Box::new(pg.listen().await?))),
+        }
+    }
+
+    /// The next payload, or `None` once the connection is gone.
+    async fn next(&mut self) -> Option<String> {
+        match self {
+            Subscription::Redis(stream) => stream.next().await,
+            Subscription::Postgres(listener) => match listener.try_recv().await {
+                Ok(Some(notification)) => Some(notification.payload().to_owned()),
+                Ok(None) | Err(_) => None,
+            },
+        }
+    }
+}
+
+async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
+    let mut reconnected = false;
+    let mut delay_ms = RECONNECT_FIRST_DELAY_MS;
+    loop {
+        let opened = Subscription::open(&l2).await;
+        let Some(bus) = shared.upgrade() else { return };
+        match opened {
+            Ok(mut subscription) => {
+                bus.up.store(true, Ordering::Release);
+                bus.each_listener(|l| l.on_connected(reconnected));
+                reconnected = true;
+                delay_ms = RECONNECT_FIRST_DELAY_MS;
+                drop(bus);
+                while let Some(payload) = subscription.next().await {
+                    let Some(bus) = shared.upgrade() else { return };
+                    if let Some(message) = BusMessage::decode(&payload) {
+                        bus.each_listener(|l| l.on_message(&message));
+                    }
+                }
+                let Some(bus) = shared.upgrade() else { return };
+                bus.up.store(false, Ordering::Release);
+                let lost = CacheError::new(
+                    ErrorKind::Bus,
+                    "the invalidation bus lost its connection; the L1 was dropped and the bus is reconnecting",
+                );
+                bus.each_listener(|l| l.on_connection_lost(lost.clone()));
+            }
+            Err(_) => drop(bus),
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        delay_ms = (delay_ms * 2).min(RECONNECT_MAX_DELAY_MS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        for op in [
+            BusOp::Keys { keys: vec!["a".into(), "b\"c".into()] },
+            BusOp::Pattern { pattern: "user:*".into() },
+            BusOp::Clear,
+        ] {
+            let payloads = encode(7, "tenant", op.clone(), 8000);
+            assert_eq!(payloads.len(), 1);
+            let decoded = BusMessage::decode(&payloads[0]).unwrap();
+            assert_eq!(decoded, BusMessage { sender: 7, namespace: "tenant".into(), op });
+        }
+    }
+
+    #[test]
+    fn key_lists_are_split_under_the_size_limit() {
+        let keys: Vec<String> = (0..2000).map(|i| format!("tenant-{i:05}")).collect();
+        let payloads = encode(1, "ns", BusOp::Keys { keys: keys.clone() }, 7900);
+        assert!(payloads.len() > 1);
+        let mut seen = Vec::new();
+        for payload in &payloads {
+            assert!(payload.len() <= 7900, "{}", payload.len());
+            match BusMessage::decode(payload).unwrap().op {
+                BusOp::Keys { keys } => seen.extend(keys),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, keys);
+    }
+
+    #[test]
+    fn what_cannot_fit_becomes_a_namespace_drop() {
+        let huge = "x".repeat(9000);
+        for op in [BusOp::Keys { keys: vec!["a".into(), huge.clone()] }, BusOp::Pattern { pattern: huge }] {
+            let payloads = encode(1, "ns", op, 7900);
+            assert_eq!(payloads.len(), 1);
+            assert_eq!(BusMessage::decode(&payloads[0]).unwrap().op, BusOp::Clear);
+        }
+    }
+}

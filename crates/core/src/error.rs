@@ -1,0 +1,100 @@
+//! Errors of the cache, each with a stable code that the bindings expose as `err.code`.
+
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on. The binding maps each kind to a JavaScript error class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A configuration option is malformed (the message names it).
+    InvalidOption,
+    /// A key is empty, too long or not valid text.
+    InvalidKey,
+    /// A value cannot be stored (not JSON).
+    InvalidValue,
+    /// A value's JSON text is over the configured limit.
+    ValueTooLarge,
+    /// A per-call TTL is out of range.
+    InvalidTtl,
+    /// An invalidation pattern is malformed.
+    InvalidPattern,
+    /// `getOrSet` was not given a function.
+    InvalidLoader,
+    /// The cache was used after it was closed.
+    Closed,
+    /// The L2 could not be reached.
+    L2Unavailable,
+    /// The L2 did not answer in time.
+    L2Timeout,
+    /// The L2 answered with an error.
+    L2,
+    /// The invalidation bus lost its connection.
+    Bus,
+    /// A loader run by another thread failed.
+    LoaderFailed,
+}
+
+impl ErrorKind {
+    /// The stable code of this kind, e.g. `ERR_CACHE_INVALID_KEY`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidOption => "ERR_CACHE_INVALID_OPTION",
+            ErrorKind::InvalidKey => "ERR_CACHE_INVALID_KEY",
+            ErrorKind::InvalidValue => "ERR_CACHE_INVALID_VALUE",
+            ErrorKind::ValueTooLarge => "ERR_CACHE_VALUE_TOO_LARGE",
+            ErrorKind::InvalidTtl => "ERR_CACHE_INVALID_TTL",
+            ErrorKind::InvalidPattern => "ERR_CACHE_INVALID_PATTERN",
+            ErrorKind::InvalidLoader => "ERR_CACHE_INVALID_LOADER",
+            ErrorKind::Closed => "ERR_CACHE_CLOSED",
+            ErrorKind::L2Unavailable => "ERR_CACHE_L2_UNAVAILABLE",
+            ErrorKind::L2Timeout => "ERR_CACHE_L2_TIMEOUT",
+            ErrorKind::L2 => "ERR_CACHE_L2",
+            ErrorKind::Bus => "ERR_CACHE_BUS",
+            ErrorKind::LoaderFailed => "ERR_CACHE_LOADER_FAILED",
+        }
+    }
+
+    /// Whether the error comes from the caller's input (raised) rather than from the L2 or the bus (absorbed).
+    pub fn is_input_error(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::InvalidOption
+                | ErrorKind::InvalidKey
+                | ErrorKind::InvalidValue
+                | ErrorKind::ValueTooLarge
+                | ErrorKind::InvalidTtl
+                | ErrorKind::InvalidPattern
+                | ErrorKind::InvalidLoader
+        )
+    }
+}
+
+/// An error with a kind (and so a stable code) and a message that never holds credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl CacheError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        CacheError { kind, message: message.into() }
+    }
+
+    pub fn invalid_option(name: &str, expected: &str) -> Self {
+        CacheError::new(ErrorKind::InvalidOption, format!("option `{name}` must be {expected}"))
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind.code())
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;

@@ -1,0 +1,215 @@
+//! The in-process L1: a bounded moka cache of JSON text, with a per-entry expiry.
+//!
+//! Values stay as the JSON text V8 produced, so a hit costs a lookup and one string copy into JavaScript. Both bounds
+//! hold at once through one weigher: an entry weighs its byte size, but never less than `max_bytes / max_entries`,
+//! so the byte total stays under `max_bytes` and the count under `max_entries`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::notification::RemovalCause;
+use moka::sync::Cache as Moka;
+use moka::Expiry;
+
+use crate::pattern::Pattern;
+
+/// The default bound on the number of L1 entries.
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+/// The default bound on the L1 bytes (64 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+/// One L1 entry: the value's JSON text and when it expires.
+#[derive(Debug)]
+pub struct L1Entry {
+    pub json: Box<str>,
+    pub expires_at: Instant,
+    /// Unique across the process for every write, so a reader can tell whether the entry changed since it last saw it.
+    pub version: u64,
+}
+
+impl L1Entry {
+    fn bytes(&self, key: &str) -> u64 {
+        (key.len() + self.json.len()) as u64
+    }
+
+    /// Milliseconds of life left, rounded down; 0 once expired.
+    pub fn remaining_ms(&self) -> u64 {
+        self.expires_at.saturating_duration_since(Instant::now()).as_millis() as u64
+    }
+}
+
+struct PerEntryExpiry;
+
+impl Expiry<String, Arc<L1Entry>> for PerEntryExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Arc<L1Entry>, created_at: Instant) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Arc<L1Entry>,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(updated_at))
+    }
+}
+
+/// The L1 store.
+pub struct L1 {
+    moka: Moka<String, Arc<L1Entry>>,
+    bytes: Arc<AtomicI64>,
+}
+
+impl L1 {
+    pub fn new(max_entries: u64, max_bytes: u64) -> Self {
+        let slot_bytes = (max_bytes / max_entries.max(1)).max(1);
+        let bytes = Arc::new(AtomicI64::new(0));
+        let removed_bytes = bytes.clone();
+        let moka = Moka::builder()
+            .max_capacity(max_bytes)
+            .weigher(move |key: &String, entry: &Arc<L1Entry>| {
+                entry.bytes(key).max(slot_bytes).min(u32::MAX as u64) as u32
+            })
+            .expire_after(PerEntryExpiry)
+            .eviction_listener(move |key: Arc<String>, entry: Arc<L1Entry>, _: RemovalCause| {
+                removed_bytes.fetch_sub(entry.bytes(&key) as i64, Ordering::Relaxed);
+            })
+            .build();
+        L1 { moka, bytes }
+    }
+
+    /// A live entry, or `None`. Never returns an expired one.
+    pub fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.moka.get(key).filter(|entry| entry.expires_at > Instant::now())
+    }
+
+    /// Stores `json` for `lifetime` and returns the new entry; a zero lifetime stores nothing and drops what was
+    /// there.
+    pub fn insert(&self, key: &str, json: Box<str>, lifetime: Duration) -> Option<Arc<L1Entry>> {
+        if lifetime.is_zero() {
+            self.remove(key);
+            return None;
+        }
+        let entry = Arc::new(L1Entry {
+            json,
+            expires_at: Instant::now() + lifetime,
+            version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+        });
+        self.bytes.fetch_add(entry.bytes(key) as i64, Ordering::Relaxed);
+        self.moka.insert(key.to_owned(), entry.clone());
+        Some(entry)
+    }
+
+    /// Removes a key; true when a live entry was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.moka.remove(key).is_some_and(|entry| entry.expires_at > Instant::now())
+    }
+
+    /// Removes the keys matching `pattern`; returns how many live entries went.
+    pub fn remove_matching(&self, pattern: &Pattern) -> u64 {
+        let keys: Vec<Arc<String>> =
+            self.moka.iter().filter(|(key, _)| pattern.matches(key)).map(|(key, _)| key).collect();
+        keys.iter().filter(|key| self.remove(key)).count() as u64
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) -> u64 {
+        let live = self.moka.iter().filter(|(_, entry)| entry.expires_at > Instant::now()).count() as u64;
+        self.moka.invalidate_all();
+        live
+    }
+
+    /// Applies pending evictions and expirations; the store calls it periodically so an idle cache shrinks too.
+    pub fn run_pending_tasks(&self) {
+        self.moka.run_pending_tasks();
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.moka.entry_count()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(s: &str) -> Box<str> {
+        s.into()
+    }
+
+    #[test]
+    fn entries_expire_at_their_own_ttl() {
+        let l1 = L1::new(100, 1 << 20);
+        l1.insert("short", json("1"), Duration::from_millis(30));
+        l1.insert("long", json("2"), Duration::from_secs(60));
+        assert_eq!(&*l1.get("short").unwrap().json, "1");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(l1.get("short").is_none());
+        assert_eq!(&*l1.get("long").unwrap().json, "2");
+    }
+
+    #[test]
+    fn idle_expired_entries_are_reclaimed_by_pending_tasks() {
+        let l1 = L1::new(100, 1 << 20);
+        l1.insert("a", json("\"x\""), Duration::from_millis(20));
+        l1.run_pending_tasks();
+        assert_eq!(l1.entry_count(), 1);
+        std::thread::sleep(Duration::from_millis(40));
+        l1.run_pending_tasks();
+        assert_eq!(l1.entry_count(), 0);
+        assert_eq!(l1.bytes(), 0);
+    }
+
+    #[test]
+    fn max_entries_bounds_the_count() {
+        let l1 = L1::new(10, 1 << 20);
+        for i in 0..100 {
+            l1.insert(&format!("k{i}"), json("1"), Duration::from_secs(60));
+        }
+        l1.run_pending_tasks();
+        assert!(l1.entry_count() <= 10, "{}", l1.entry_count());
+    }
+
+    #[test]
+    fn max_bytes_bounds_the_size() {
+        let l1 = L1::new(10_000, 10_000);
+        let big = "x".repeat(1000);
+        for i in 0..100 {
+            l1.insert(&format!("k{i}"), json(&big), Duration::from_secs(60));
+        }
+        l1.run_pending_tasks();
+        assert!(l1.bytes() <= 10_000, "{}", l1.bytes());
+        assert!(l1.entry_count() >= 1);
+    }
+
+    #[test]
+    fn versions_change_on_every_write() {
+        let l1 = L1::new(10, 1 << 20);
+        l1.insert("k", json("1"), Duration::from_secs(60));
+        let first = l1.get("k").unwrap().version;
+        l1.insert("k", json("1"), Duration::from_secs(60));
+        assert_ne!(first, l1.get("k").unwrap().version);
+    }
+
+    #[test]
+    fn remove_matching_and_clear_count_live_entries() {
+        let l1 = L1::new(100, 1 << 20);
+        for key in ["user:1", "user:2", "users:3", "50%_off"] {
+            l1.insert(key, json("1"), Duration::from_secs(60));
+        }
+        assert_eq!(l1.remove_matching(&Pattern::parse("user:*", 100).unwrap()), 2);
+        assert_eq!(l1.remove_matching(&Pattern::parse("50%?off", 100).unwrap()), 1);
+        assert!(l1.get("users:3").is_some());
+        assert_eq!(l1.clear(), 1);
+        assert!(l1.get("users:3").is_none());
+    }
+}

@@ -1,0 +1,181 @@
+//! The shared L2: one interface over the Postgres and the Redis stores.
+//!
+//! Keys reaching this layer are already namespaced (`namespace:key`). Every call here may fail; the store decides
+//! how to degrade. Messages of these errors never hold credentials: see [`Redactor`].
+
+pub mod postgres;
+pub mod redis;
+
+use std::time::Duration;
+
+use crate::error::{CacheError, ErrorKind, Result};
+use crate::pattern::Pattern;
+
+/// A live L2 entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct L2Hit {
+    pub json: String,
+    /// Milliseconds of life left; `None` when the entry has no expiry (written by someone else without one).
+    pub remaining_ms: Option<u64>,
+}
+
+/// The L2 backends.
+pub enum L2 {
+    Postgres(postgres::PostgresL2),
+    Redis(redis::RedisL2),
+}
+
+/// A lock that makes one process the loader of a key. Release it explicitly; dropping it releases it in the
+/// background.
+pub enum LoadLock {
+    Postgres(postgres::AdvisoryLock),
+    Redis(redis::TokenLock),
+}
+
+impl LoadLock {
+    pub async fn release(self) {
+        match self {
+            LoadLock::Postgres(lock) => lock.release().await,
+            LoadLock::Redis(lock) => lock.release().await,
+        }
+    }
+}
+
+impl L2 {
+    /// `"postgres"` or `"redis"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            L2::Postgres(_) => "postgres",
+            L2::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
+        match self {
+            L2::Postgres(pg) => pg.get(key).await,
+            L2::Redis(redis) => redis.get(key).await,
+        }
+    }
+
+    /// Writes an entry and, in the same round trip, publishes `bus_message` when there is one.
+    pub async fn set(&self, key: &str, json: &str, ttl_ms: u64, bus_message: Option<&str>) -> Result<()> {
+        match self {
+            L2::Postgres(pg) => pg.set(key, json, ttl_ms, bus_message).await,
+            L2::Redis(redis) => redis.set(key, json, ttl_ms, bus_message).await,
+        }
+    }
+
+    /// Removes keys; returns how many live entries were removed.
+    pub async fn delete(&self, keys: &[String]) -> Result<u64> {
+        match self {
+            L2::Postgres(pg) => pg.delete(keys).await,
+            L2::Redis(redis) => redis.delete(keys).await,
+        }
+    }
+
+    pub async fn has(&self, key: &str) -> Result<bool> {
+        match self {
+            L2::Postgres(pg) => pg.has(key).await,
+            L2::Redis(redis) => redis.has(key).await,
+        }
+    }
+
+    /// Removes the keys of `namespace` matching `pattern`; returns how many live entries were removed.
+    pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
+        match self {
+            L2::Postgres(pg) => pg.delete_matching(namespace, pattern).await,
+            L2::Redis(redis) => redis.delete_matching(namespace, pattern).await,
+        }
+    }
+
+    /// Publishes one invalidation-bus message.
+    pub async fn publish(&self, message: &str) -> Result<()> {
+        match self {
+            L2::Postgres(pg) => pg.publish(message).await,
+            L2::Redis(redis) => redis.publish(message).await,
+        }
+    }
+
+    /// Tries to become the one process loading `key`; `None` when another holds the lock. A lock outlives its holder
+    /// by at most `hold_for` (Redis expiry; a Postgres lock goes with its session at once).
+    pub async fn try_lock(&self, key: &str, hold_for: Duration) -> Result<Option<LoadLock>> {
+        match self {
+            L2::Postgres(pg) => Ok(pg.try_lock(key).await?.map(LoadLock::Postgres)),
+            L2::Redis(redis) => Ok(redis.try_lock(key, hold_for).await?.map(LoadLock::Redis)),
+        }
+    }
+
+    /// The largest bus message this backend carries, in bytes.
+    pub fn max_bus_message_bytes(&self) -> usize {
+        match self {
+            // A NOTIFY payload must be shorter than 8000 bytes.
+            L2::Postgres(_) => 7_900,
+            L2::Redis(_) => 64 * 1024,
+        }
+    }
+}
+
+/// Removes credentials from messages that may quote a connection URL or a server's reply.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// Collects the password of `url`, as written and percent-decoded.
+    pub fn for_url(url: &url::Url) -> Self {
+        let mut secrets = Vec::new();
+        if let Some(password) = url.password().filter(|p| !p.is_empty()) {
+            secrets.push(password.to_owned());
+            if let Ok(decoded) = percent_decode(password) {
+                if decoded != password {
+                    secrets.push(decoded);
+                }
+            }
+        }
+        Redactor { secrets }
+    }
+
+    pub fn redact(&self, message: impl Into<String>) -> String {
+        let mut message = message.into();
+        for secret in &self.secrets {
+            message = message.replace(secret.as_str(), "***");
+        }
+        message
+    }
+
+    pub fn error(&self, kind: ErrorKind, context: &str, cause: impl std::fmt::Display) -> CacheError {
+        CacheError::new(kind, self.redact(format!("{context}: {cause}")))
+    }
+}
+
+fn percent_decode(s: &str) -> std::result::Result<String, std::string::FromUtf8Error> {
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .unwrap_or_default();
+    String::from_utf8(bytes)
+}
+
+/// The URL with its password replaced, for messages.
+pub fn display_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        let url = url::Url::parse("redis://user:s%40cret@127.0.0.1:6379").unwrap();
+        let redactor = Redactor::for_url(&url);
+        let message = redactor.redact("failed for s%40cret and s@cret");
+        assert_eq!(message, "failed for *** and ***");
+        assert_eq!(display_url(&url), "redis://user:***@127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,397 @@
+//! The Postgres L2: a table in the shape of the Prisma migration `cache_entries`, read and written as it is.
+//!
+//! ```sql
+//! CREATE TABLE "cache_entries" ("id" TEXT NOT NULL, "key" TEXT NOT NULL, "value" JSONB NOT NULL,
+//!   "expiresAt" TIMESTAMP(3) NOT NULL, "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+//!   "updatedAt" TIMESTAMP(3) NOT NULL, CONSTRAINT "cache_entries_pkey" PRIMARY KEY ("id"));
+//! ```
+//! That table has no defaults for `id` and `updatedAt`, so every write supplies them. Timestamps are UTC and taken
+//! from the database clock, so instances with skewed clocks agree on expiry. The bus is `LISTEN`/`NOTIFY` on
+//! [`BUS_CHANNEL`]; a `set` notifies in the same statement as its upsert.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres, Row};
+
+use super::{L2Hit, Redactor};
+use crate::error::{CacheError, ErrorKind, Result};
+use crate::pattern::Pattern;
+
+/// The `LISTEN`/`NOTIFY` channel of the invalidation bus.
+pub const BUS_CHANNEL: &str = "tiered_cache";
+/// Rows deleted per statement by the expiry sweep.
+pub const CLEANUP_BATCH_ROWS: i64 = 1000;
+/// Batches one sweep runs at most, so one sweep never holds the database for long.
+const CLEANUP_MAX_BATCHES: usize = 100;
+/// The first key of the two-key advisory locks this crate takes, so they never meet an application's own.
+const ADVISORY_CLASS_CLEANUP: i32 = 0x7443_0001;
+const ADVISORY_CLASS_LOAD: i32 = 0x7443_0002;
+const ADVISORY_CLASS_DDL: i32 = 0x7443_0003;
+const NOW_UTC: &str = "(now() AT TIME ZONE 'UTC')";
+
+/// Settings of the Postgres L2.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PostgresConfig {
+    pub table: String,
+    pub schema: Option<String>,
+    pub unlogged: bool,
+    pub pool_size: u32,
+    pub cleanup_interval_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            table: "cache_entries".into(),
+            schema: None,
+            unlogged: false,
+            pool_size: 10,
+            cleanup_interval_ms: 60_000,
+        }
+    }
+}
+
+/// SQL text built once from the table name; sqlx prepares each statement once per connection.
+struct Statements {
+    table_name: String,
+    get: String,
+    set: String,
+    set_and_notify: String,
+    delete: String,
+    has: String,
+    delete_like: String,
+    cleanup: String,
+    create: [String; 3],
+}
+
+impl Statements {
+    fn new(config: &PostgresConfig) -> Self {
+        let table = qualified(config.schema.as_deref(), &config.table);
+        let upsert = format!(
+            r#"INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
+               VALUES (gen_random_uuid()::text, $1, $2::jsonb, {NOW_UTC} + $3::bigint * interval '1 millisecond', {NOW_UTC})
+               ON CONFLICT ("key") DO UPDATE
+               SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt""#
+        );
+        let unlogged = if config.unlogged { "UNLOGGED " } else { "" };
+        Statements {
+            table_name: table.clone(),
+            get: format!(
+                r#"SELECT "value"::text, (EXTRACT(EPOCH FROM ("expiresAt" - {NOW_UTC})) * 1000)::float8
+                   FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC}"#
+            ),
+            set_and_notify: format!("WITH up AS ({upsert} RETURNING 1) SELECT pg_notify($4, $5) FROM up"),
+            set: upsert,
+            delete: format!(
+                r#"WITH d AS (DELETE FROM {table} WHERE "key" = ANY($1) RETURNING "expiresAt" > {NOW_UTC} AS live)
+                   SELECT count(*) FILTER (WHERE live) FROM d"#
+            ),
+            has: format!(r#"SELECT EXISTS (SELECT 1 FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC})"#),
+            delete_like: format!(
+                r#"WITH d AS (DELETE FROM {table} WHERE "key" LIKE $1 ESCAPE '\' RETURNING "expiresAt" > {NOW_UTC} AS live)
+                   SELECT count(*) FILTER (WHERE live) FROM d"#
+            ),
+            cleanup: format!(
+                r#"WITH l AS (SELECT pg_try_advisory_xact_lock({ADVISORY_CLASS_CLEANUP}, hashtext($1)) AS ok),
+                        d AS (DELETE FROM {table} WHERE "id" IN (
+                              SELECT "id" FROM {table} WHERE (SELECT ok FROM l) AND "expiresAt" <= {NOW_UTC} LIMIT $2)
+                              RETURNING 1)
+                   SELECT (SELECT ok FROM l), (SELECT count(*) FROM d)"#
+            ),
+            create: [
+                format!(
+                    r#"CREATE {unlogged}TABLE IF NOT EXISTS {table} ("id" TEXT NOT NULL, "key" TEXT NOT NULL,
+                       "value" JSONB NOT NULL, "expiresAt" TIMESTAMP(3) NOT NULL,
+                       "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+                       CONSTRAINT {pkey} PRIMARY KEY ("id"))"#,
+                    pkey = quote(&format!("{}_pkey", config.table)),
+                ),
+                format!(
+                    r#"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table}("key")"#,
+                    name = quote(&format!("{}_key_key", config.table)),
+                ),
+                format!(
+                    r#"CREATE INDEX IF NOT EXISTS {name} ON {table}("expiresAt")"#,
+                    name = quote(&format!("{}_expiresAt_idx", config.table)),
+                ),
+            ],
+        }
+    }
+}
+
+/// A string literal: any text is safe inside, `'` doubled.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A quoted identifier: any text is safe inside, `"` doubled.
+pub fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+fn qualified(schema: Option<&str>, table: &str) -> String {
+    match schema {
+        Some(schema) => format!("{}.{}", quote(schema), quote(table)),
+        None => quote(table),
+    }
+}
+
+/// The Postgres store.
+pub struct PostgresL2 {
+    pool: PgPool,
+    connect_options: PgConnectOptions,
+    sql: Statements,
+    table_ready: AtomicBool,
+    table_check: tokio::sync::Mutex<()>,
+    redactor: Redactor,
+}
+
+impl PostgresL2 {
+    /// Builds the pool without connecting: the first call connects, so a server that is down at start-up only
+    /// degrades the calls made until it is up. Must run inside a tokio runtime.
+    pub fn new(url: &url::Url, config: &PostgresConfig, timeout: Duration) -> Result<Self> {
+        let redactor = Redactor::for_url(url);
+        let connect_options: PgConnectOptions = url
+            .as_str()
+            .parse()
+            .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Postgres URL", e))?;
+        let connect_options = connect_options.application_name("tiered-cache");
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .min_connections(0)
+            .acquire_timeout(timeout)
+            // A ping before every acquire would double the round trips of the hot path; a dead connection
+            // fails its query instead, and the pool replaces it.
+            .test_before_acquire(false)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .connect_lazy_with(connect_options.clone());
+        Ok(PostgresL2 { pool, connect_options, sql: Statements::new(config), table_ready: AtomicBool::new(false), table_check: Default::default(), redactor })
+    }
+
+    fn error(&self, context: &str, e: sqlx::Error) -> CacheError {
+        let kind = match &e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                ErrorKind::L2Unavailable
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+                ErrorKind::L2Unavailable
+            }
+            _ => ErrorKind::L2,
+        };
+        self.redactor.error(kind, &format!("Postgres L2 {context}"), e)
+    }
+
+    /// Creates the table in the Prisma shape when it is absent, once per process; retried after a failure.
+    async fn ensure_table(&self) -> Result<()> {
+        if self.table_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.table_check.lock().await;
+        if !self.table_ready.load(Ordering::Acquire) {
+            // Boxed as `Send` explicitly: rustc cannot prove it through sqlx's higher-ranked executor bounds.
+            let create: BoxFuture<'_, Result<()>> = Box::pin(self.create_table_if_absent());
+            create.await?;
+            self.table_ready.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    async fn create_table_if_absent(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error("connect", e))?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&self.sql.table_name)
+            .fetch_one(conn.as_mut())
+            .await
+            .map_err(|e| self.error("table lookup", e))?;
+        if exists {
+            return Ok(());
+        }
+        // Instances starting together would race on CREATE TABLE IF NOT EXISTS; one creates, the others wait for
+        // its commit, then find the table.
+        let mut script = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_CLASS_DDL}, hashtext({})); ",
+            literal(&self.sql.table_name)
+        );
+        for ddl in &self.sql.create {
+            script.push_str(ddl);
+            script.push_str("; ");
+        }
+        script.push_str("COMMIT;");
+        let created = conn.execute(script.as_str()).await;
+        if let Err(e) = created {
+            // Leave no half-open transaction on a connection that goes back to the pool.
+            let _ = conn.close().await;
+            return Err(self.error("table creation", e));
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
+        self.ensure_table().await?;
+        let row = sqlx::query(&self.sql.get)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error("get", e))?;
+        Ok(row.map(|row| L2Hit {
+            json: row.get(0),
+            remaining_ms: Some(row.get::<f64, _>(1).max(0.0) as u64),
+        }))
+    }
+
+    pub async fn set(&self, key: &str, json: &str, ttl_ms: u64, bus_message: Option<&str>) -> Result<()> {
+        self.ensure_table().await?;
+        let query = match bus_message {
+            Some(message) => sqlx::query(&self.sql.set_and_notify)
+                .bind(key)
+                .bind(json)
+                .bind(ttl_ms as i64)
+                .bind(BUS_CHANNEL)
+                .bind(message),
+            None => sqlx::query(&self.sql.set).bind(key).bind(json).bind(ttl_ms as i64),
+        };
+        query.execute(&self.pool).await.map_err(|e| self.error("set", e))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, keys: &[String]) -> Result<u64> {
+        self.ensure_table().await?;
+        let removed: i64 = sqlx::query_scalar(&self.sql.delete)
+            .bind(keys)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.error("delete", e))?;
+        Ok(removed as u64)
+    }
+
+    pub async fn has(&self, key: &str) -> Result<bool> {
+        self.ensure_table().await?;
+        sqlx::query_scalar(&self.sql.has).bind(key).fetch_one(&self.pool).await.map_err(|e| self.error("has", e))
+    }
+
+    pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
+        self.ensure_table().await?;
+        let like = pattern.to_like(&crate::key::namespaced(namespace, ""));
+        let removed: i64 = sqlx::query_scalar(&self.sql.delete_like)
+            .bind(like)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.error("invalidatePattern", e))?;
+        Ok(removed as u64)
+    }
+
+    pub async fn publish(&self, message: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(BUS_CHANNEL)
+            .bind(message)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("bus publish", e))?;
+        Ok(())
+    }
+
+    /// Deletes expired rows in batches, unless another instance is sweeping; returns how many went.
+    pub async fn sweep_expired(&self) -> Result<u64> {
+        self.ensure_table().await?;
+        let mut total = 0;
+        for _ in 0..CLEANUP_MAX_BATCHES {
+            let (locked, deleted): (bool, i64) = sqlx::query_as(&self.sql.cleanup)
+                .bind(&self.sql.table_name)
+                .bind(CLEANUP_BATCH_ROWS)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.error("expiry sweep", e))?;
+            total += deleted as u64;
+            if !locked || deleted < CLEANUP_BATCH_ROWS {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Takes the session-level advisory lock of `key` on a connection held until release, so the lock dies with
+    /// the session if this process dies.
+    pub async fn try_lock(&self, key: &str) -> Result<Option<AdvisoryLock>> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error("lock", e))?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(ADVISORY_CLASS_LOAD)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.error("lock", e))?;
+        Ok(locked.then(|| AdvisoryLock { conn: Some(conn), key: key.to_owned() }))
+    }
+
+    /// A dedicated `LISTEN` connection for the invalidation bus.
+    pub async fn listen(&self) -> Result<PgListener> {
+        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(self.connect_options.clone());
+        let mut listener = PgListener::connect_with(&pool).await.map_err(|e| self.error("bus connect", e))?;
+        // Reconnection is ours to do: a lost connection means lost messages, which the store must hear about.
+        listener.eager_reconnect(false);
+        listener.listen(BUS_CHANNEL).await.map_err(|e| self.error("bus listen", e))?;
+        Ok(listener)
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+}
+
+/// A held Postgres advisory lock on a connection of the pool.
+pub struct AdvisoryLock {
+    conn: Option<PoolConnection<Postgres>>,
+    key: String,
+}
+
+impl AdvisoryLock {
+    pub async fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            unlock(conn, &self.key).await;
+        }
+    }
+}
+
+/// A connection goes back to the pool only unlocked; if the unlock fails, closing it ends the session and the lock.
+async fn unlock(mut conn: PoolConnection<Postgres>, key: &str) {
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(ADVISORY_CLASS_LOAD)
+        .bind(key)
+        .execute(&mut *conn)
+        .await;
+    if unlocked.is_err() {
+        let _ = conn.close().await;
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let key = std::mem::take(&mut self.key);
+            crate::runtime::spawn(async move { unlock(conn, &key).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote("cache_entries"), "\"cache_entries\"");
+        assert_eq!(quote("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(qualified(Some("app"), "t"), "\"app\".\"t\"");
+    }
+
+    #[test]
+    fn statements_use_the_configured_table() {
+        let sql = Statements::new(&PostgresConfig { table: "my_cache".into(), ..Default::default() });
+        assert!(sql.get.contains("FROM \"my_cache\""));
+        assert!(sql.create[1].contains("\"my_cache_key_key\""));
+        assert!(sql.set_and_notify.contains("pg_notify($4, $5)"));
+    }
+}

@@ -1,0 +1,302 @@
+/**
+ * tiered-cache: a typed two-tier cache for Node.js servers.
+ *
+ * An in-process L1 (moka, in native memory) sits in front of a shared L2 (Postgres or Redis). Every instance on the
+ * same L2 and namespace is kept coherent by an invalidation bus, and `getOrSet` runs a loader once per key across
+ * threads and processes (single-flight). When the L2 is down the cache degrades to its L1 and to the loader instead of
+ * failing the request.
+ *
+ * @packageDocumentation
+ */
+
+/**
+ * Every error this package raises or reports carries one of these stable codes in `err.code`.
+ *
+ * Raised synchronously (bad input, never half-applied):
+ * - `ERR_CACHE_INVALID_OPTION` (`TypeError`): a constructor option is malformed; the message names it.
+ * - `ERR_CACHE_INVALID_KEY` (`TypeError`): a key is not a non-empty, well-formed string of at most `maxKeyLength`
+ *   UTF-8 bytes.
+ * - `ERR_CACHE_INVALID_VALUE` (`TypeError`): `undefined`, a function, a symbol, a BigInt or a circular value.
+ * - `ERR_CACHE_VALUE_TOO_LARGE` (`RangeError`): the JSON text of a value is over `maxValueBytes`.
+ * - `ERR_CACHE_INVALID_TTL` (`TypeError`): a per-call TTL that is not an integer from 1 to 2592000 seconds.
+ * - `ERR_CACHE_INVALID_PATTERN` (`TypeError`): an `invalidatePattern` pattern that is empty, too long or ends in a
+ *   lone `\`.
+ * - `ERR_CACHE_INVALID_LOADER` (`TypeError`): `getOrSet` was given something other than a function.
+ * - `ERR_CACHE_CLOSED` (`Error`): the cache was used after `close()`.
+ *
+ * Reported to {@link CacheOptions.onError} and counted in {@link CacheStats.errors}, never thrown by a cache call:
+ * - `ERR_CACHE_L2_UNAVAILABLE`: the L2 could not be reached (connection refused, reset, or not yet connected).
+ * - `ERR_CACHE_L2_TIMEOUT`: an L2 command did not answer within {@link CacheOptions.l2Timeout}.
+ * - `ERR_CACHE_L2`: the L2 answered with an error (permissions, a table of another shape...).
+ * - `ERR_CACHE_BUS`: the invalidation bus lost its connection; the L1 was dropped and the bus reconnects by itself.
+ *
+ * Raised to the waiters of a `getOrSet` whose loader ran in another thread of the process and failed:
+ * - `ERR_CACHE_LOADER_FAILED` (`Error`): the message is the loader error's message.
+ *
+ * Credentials in a URL never appear in any message.
+ */
+export type CacheErrorCode =
+  | 'ERR_CACHE_INVALID_OPTION'
+  | 'ERR_CACHE_INVALID_KEY'
+  | 'ERR_CACHE_INVALID_VALUE'
+  | 'ERR_CACHE_VALUE_TOO_LARGE'
+  | 'ERR_CACHE_INVALID_TTL'
+  | 'ERR_CACHE_INVALID_PATTERN'
+  | 'ERR_CACHE_INVALID_LOADER'
+  | 'ERR_CACHE_CLOSED'
+  | 'ERR_CACHE_L2_UNAVAILABLE'
+  | 'ERR_CACHE_L2_TIMEOUT'
+  | 'ERR_CACHE_L2'
+  | 'ERR_CACHE_BUS'
+  | 'ERR_CACHE_LOADER_FAILED'
+
+/** An error raised or reported by the cache: a standard `Error`, `TypeError` or `RangeError` with a stable `code`. */
+export interface CacheError extends Error {
+  /** The stable code; see {@link CacheErrorCode}. */
+  code: CacheErrorCode
+}
+
+/** Any value `JSON.stringify` accepts and turns into JSON text: objects, arrays, strings, finite numbers, booleans, `null`. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue | undefined }
+
+/** Options of the in-process L1 (moka, in native memory, shared by every thread of the process). */
+export interface L1Options {
+  /**
+   * The most entries the L1 holds; past it the least valuable entries (TinyLFU) are evicted.
+   * Integer from 1 to 2^32. Default `10000`.
+   */
+  maxEntries?: number
+  /**
+   * The most bytes the L1 holds, counted as the UTF-8 length of each key plus its value's JSON text.
+   * Integer from 1024 to 2^53. Default `67108864` (64 MiB).
+   */
+  maxBytes?: number
+  /**
+   * Caps how long, in seconds, an entry lives in L1, whatever its own TTL. Integer from 1 to 2592000.
+   * Default: no cap beyond the entry's TTL. While the invalidation bus is down the cap is at most
+   * {@link CacheOptions.busDownL1Ttl}.
+   */
+  ttl?: number
+}
+
+/** Options of the Postgres L2. */
+export interface PostgresOptions {
+  /**
+   * The table holding the entries, in the shape of the Prisma migration `cache_entries` (see the README). It is
+   * created, in that shape, when it does not exist. Default `'cache_entries'`. At most 63 bytes.
+   */
+  table?: string
+  /** The schema of the table. Default: the connection's `search_path` (usually `public`). At most 63 bytes. */
+  schema?: string
+  /** Create the table `UNLOGGED` (faster writes, emptied after a Postgres crash). Only used when the table is created. Default `false`. */
+  unlogged?: boolean
+  /** The most connections the pool opens. Integer from 1 to 1000. Default `10`. */
+  poolSize?: number
+  /**
+   * Seconds between two sweeps that delete expired rows, in batches of 1000, by one instance at a time (a Postgres
+   * advisory lock). Integer from 1 to 86400. Default `60`. Expired rows are never returned, swept or not.
+   */
+  cleanupInterval?: number
+}
+
+/** Options of the Redis L2. */
+export interface RedisOptions {
+  /** The `COUNT` hint of each `SCAN` that `invalidatePattern` and `clear` issue. Integer from 10 to 100000. Default `1000`. */
+  scanCount?: number
+}
+
+/** Options of {@link Cache}. Every option is optional; an invalid one throws a `TypeError` with code `ERR_CACHE_INVALID_OPTION` naming it. */
+export interface CacheOptions {
+  /**
+   * Where the L2 lives. `postgres://` or `postgresql://` selects the Postgres L2; `redis://` or `rediss://` (TLS) the
+   * Redis L2. Credentials may be in the URL; they never appear in an error. Default: the environment variable
+   * `CACHE_URL`; when that is unset too, the cache is memory only (L1 alone).
+   */
+  url?: string
+  /**
+   * Key `k` is stored in the L2 as `namespace:k`, and every operation (`clear` and `invalidatePattern` included)
+   * stays inside the namespace. 1 to 64 characters from `A-Z a-z 0-9 _ - .` (no `:`, so two namespaces can never
+   * produce the same stored key). Default `'default'`.
+   */
+  namespace?: string
+  /** Default time-to-live of an entry, in seconds. Integer from 1 to 2592000 (30 days). Default `300`. */
+  ttl?: number
+  /** The in-process L1, or `false` for none (every read goes to the L2). Default: `{ maxEntries: 10000, maxBytes: 64 MiB }`. */
+  l1?: L1Options | false
+  /** Postgres L2 options; used only with a `postgres://` URL. */
+  postgres?: PostgresOptions
+  /** Redis L2 options; used only with a `redis://` URL. */
+  redis?: RedisOptions
+  /**
+   * The longest, in seconds, any call waits for the L2 (connecting included) before it gives up on it and degrades.
+   * Number from 0.01 to 60. Default `1`.
+   */
+  l2Timeout?: number
+  /** The longest key, in UTF-8 bytes. Integer from 1 to 65536. Default `255`. */
+  maxKeyLength?: number
+  /** The largest value, as the byte length of its JSON text. Integer from 1 to 2^31. Default `10485760` (10 MiB). */
+  maxValueBytes?: number
+  /**
+   * Keep L1 copies coherent across processes: each `set`, `delete`, `invalidatePattern` and `clear` is announced on
+   * the L2's invalidation bus (Redis pub/sub, or Postgres `LISTEN`/`NOTIFY`) and other instances drop their copies.
+   * Default `true` when there is an L2 (memory only has no bus).
+   */
+  bus?: boolean
+  /**
+   * While the invalidation bus is disconnected, L1 entries written or refreshed live at most this many seconds, so
+   * what a lost message leaves stale stays stale only that long. Integer from 1 to 3600. Default `5`.
+   */
+  busDownL1Ttl?: number
+  /**
+   * Single-flight across processes: when several processes miss the same key in `getOrSet`, one runs the loader and
+   * the others wait for its value in the L2 (Redis: a `SET NX PX` lock with an owner token; Postgres: an advisory
+   * lock). Default `true` when there is an L2.
+   */
+  distributedLock?: boolean
+  /**
+   * The longest, in seconds, a `getOrSet` waits for another thread or process to load a key; past it, it runs its
+   * loader itself, so a crashed lock holder never deadlocks anyone. Number from 0.05 to 300. Default `5`.
+   */
+  lockTimeout?: number
+  /**
+   * Called with each L2 or bus failure the cache absorbed instead of throwing (codes `ERR_CACHE_L2_UNAVAILABLE`,
+   * `ERR_CACHE_L2_TIMEOUT`, `ERR_CACHE_L2`, `ERR_CACHE_BUS`). Failures on a call's path are reported before that
+   * call's Promise settles; background failures (cleanup sweeps, bus reconnects) on a later turn of the event loop.
+   * An exception thrown by the hook is ignored. Default: none (failures are still counted in `stats().errors`).
+   */
+  onError?: (err: CacheError) => void
+}
+
+/** A per-call TTL: a number of seconds, or `{ ttl }`. Integer from 1 to 2592000. Default: the cache's `ttl`. */
+export type TtlArgument = number | { ttl?: number }
+
+/** Counters of a cache, since it was created. Shared by every `Cache` of the process on the same L2, namespace and settings. */
+export interface CacheStats {
+  /** Reads answered with a value (L1 or L2), including cached `null`s. */
+  hits: number
+  /** Reads that found nothing in either tier. */
+  misses: number
+  /** Hits answered by the L1. */
+  l1Hits: number
+  /** Hits answered by the L2 (and copied into the L1). */
+  l2Hits: number
+  /** Values written by `set` and by `getOrSet` loaders. */
+  sets: number
+  /** Entries removed from the L2 (from the L1 when memory only) by `delete`, `invalidatePattern` and `clear`. */
+  deletes: number
+  /** Loader calls run by this process. */
+  loaderCalls: number
+  /** L2 and bus failures absorbed (each also passed to `onError`). */
+  errors: number
+  /** `hits / (hits + misses)`, from 0 to 1; `0` before any read. */
+  hitRate: number
+  /** Entries in the L1 now. */
+  l1Entries: number
+  /** Bytes in the L1 now (key and JSON text lengths). */
+  l1Bytes: number
+  /** Invalidation messages this process published. */
+  busPublished: number
+  /** Invalidation messages from other instances applied to this L1. */
+  busReceived: number
+  /** Times the bus connection was re-established after a loss (each drops the whole L1). */
+  busReconnects: number
+  /** `getOrSet` calls that waited for another thread or process to load. */
+  lockWaits: number
+  /** Waits that ran out after `lockTimeout` and ran the loader themselves. */
+  lockTimeouts: number
+}
+
+/**
+ * A two-tier cache: an in-process L1 in front of a shared L2, behind one typed API.
+ *
+ * Creating a cache never waits for the L2: it connects in the background, and until it answers the cache behaves as
+ * when the L2 is down. Every `Cache` of a process on the same L2, namespace and settings shares one native store
+ * (one L1, one connection pool, one bus subscription), worker threads included.
+ *
+ * @example
+ * ```ts
+ * import { Cache } from 'tiered-cache'
+ * const tenants = new Cache({ url: process.env.DATABASE_URL, namespace: 'tenant', ttl: 300 })
+ * const tenant = await tenants.getOrSet(slug, () => db.tenant.findUnique({ where: { slug } }))
+ * ```
+ */
+export declare class Cache {
+  /**
+   * @param options - see {@link CacheOptions}.
+   * @throws `TypeError` with code `ERR_CACHE_INVALID_OPTION`, naming the option, for any invalid option.
+   */
+  constructor(options?: CacheOptions)
+
+  /** The namespace of this cache. */
+  readonly namespace: string
+  /** Which L2 this cache uses: `'postgres'`, `'redis'`, or `'memory'` when there is none. */
+  readonly backend: 'postgres' | 'redis' | 'memory'
+
+  /**
+   * Reads a value: from the L1 (an already-settled Promise, answered without leaving the thread), else from the L2
+   * (then copied into the L1 for the entry's remaining TTL).
+   * @returns the value, or `undefined` on a miss. A stored `null` comes back as `null`, never as a miss.
+   * When the L2 is down or slow this resolves as a miss after at most `l2Timeout` and reports the failure.
+   * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously; `Error` `ERR_CACHE_CLOSED` after `close()`.
+   */
+  get<T = unknown>(key: string): Promise<T | undefined>
+
+  /**
+   * Writes a value to the L2 (one upsert or `SET ... PX`) and the L1, then announces it on the bus.
+   * @param ttl - seconds, or `{ ttl }`; default the cache's `ttl`.
+   * Never rejects for an L2 failure: the L1 still gets the value, and the failure goes to `onError`.
+   * @throws synchronously, with nothing written: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`,
+   * `ERR_CACHE_INVALID_TTL`; `RangeError` `ERR_CACHE_VALUE_TOO_LARGE`; `Error` `ERR_CACHE_CLOSED`.
+   */
+  set<T = unknown>(key: string, value: T, ttl?: TtlArgument): Promise<void>
+
+  /**
+   * Returns the cached value, or on a miss in both tiers calls `loader` once, stores its result in the L2 and L1 and
+   * returns it. Concurrent calls for one missing key share one loader call: within a thread, across the threads of
+   * the process, and (with `distributedLock`) across processes on the same L2. A loader that throws or rejects
+   * rejects every waiter with that error and caches nothing. A loader result of `null` is cached (negative caching);
+   * `undefined` is an `ERR_CACHE_INVALID_VALUE` rejection.
+   * @throws synchronously: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_LOADER`, `ERR_CACHE_INVALID_TTL`;
+   * `Error` `ERR_CACHE_CLOSED`.
+   */
+  getOrSet<T = unknown>(key: string, loader: () => T | Promise<T>, ttl?: TtlArgument): Promise<T>
+
+  /**
+   * Removes keys from both tiers and announces it on the bus.
+   * @returns how many of them existed in the L2 (in the L1 when memory only); `0` when the L2 is down.
+   * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously, nothing removed; `Error` `ERR_CACHE_CLOSED`.
+   */
+  delete(...keys: string[]): Promise<number>
+
+  /**
+   * Whether a live entry exists for the key, in the L1 or the L2. Counts neither a hit nor a miss.
+   * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously; `Error` `ERR_CACHE_CLOSED`.
+   */
+  has(key: string): Promise<boolean>
+
+  /**
+   * Removes every entry of this namespace, and only of it, from both tiers (Redis: `SCAN` + `UNLINK` in batches;
+   * Postgres: one `DELETE` on the key prefix), and announces it on the bus.
+   * @throws `Error` `ERR_CACHE_CLOSED`.
+   */
+  clear(): Promise<void>
+
+  /**
+   * Removes the keys of this namespace matching a glob: `*` any run of characters, `?` exactly one character, `\`
+   * makes the next character literal. Every other character, `%` and `_` included, matches only itself. Redis uses
+   * `SCAN MATCH` + `UNLINK` in batches (never `KEYS`); Postgres a `LIKE` with its wildcards escaped.
+   * @returns the number of entries removed from the L2 (from the L1 when memory only).
+   * @throws `TypeError` `ERR_CACHE_INVALID_PATTERN` synchronously; `Error` `ERR_CACHE_CLOSED`.
+   */
+  invalidatePattern(pattern: string): Promise<number>
+
+  /** The counters of this cache's store. See {@link CacheStats}. */
+  stats(): Promise<CacheStats>
+
+  /**
+   * Releases this cache. The shared store (connections, bus subscription, background sweeps) is released when its
+   * last `Cache` in the process is closed or garbage-collected. Idempotent. A process that never calls it still exits
+   * by itself: the cache holds nothing that keeps the event loop alive.
+   */
+  close(): Promise<void>
+}

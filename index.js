@@ -1,0 +1,194 @@
+'use strict'
+
+// The public `Cache`: argument checks that belong to JavaScript types, JSON (de)serialization in V8, the
+// synchronous L1 path and per-thread single-flight of `getOrSet`. Everything else is native (see src/ and crates/).
+
+const { NativeCache } = require('./binding.js')
+
+function cacheError(ErrorClass, code, message) {
+  const error = new ErrorClass(message)
+  error.code = code
+  return error
+}
+
+function fromInfo(info) {
+  return cacheError(Error, info.code, info.message)
+}
+
+function checkKey(key) {
+  if (typeof key !== 'string') {
+    throw cacheError(TypeError, 'ERR_CACHE_INVALID_KEY', `a key must be a string; got ${typeof key}`)
+  }
+  // A lone surrogate would reach native code as U+FFFD, and two different keys would share an entry.
+  if (!key.isWellFormed()) {
+    throw cacheError(TypeError, 'ERR_CACHE_INVALID_KEY', 'a key must be well-formed text (no lone surrogates)')
+  }
+}
+
+function serialize(value) {
+  let json
+  try {
+    json = JSON.stringify(value)
+  } catch (cause) {
+    throw cacheError(TypeError, 'ERR_CACHE_INVALID_VALUE', `the value cannot be stored as JSON: ${cause.message}`)
+  }
+  if (json === undefined) {
+    throw cacheError(TypeError, 'ERR_CACHE_INVALID_VALUE', `the value cannot be stored as JSON: ${typeof value}`)
+  }
+  return json
+}
+
+function ttlSeconds(ttl) {
+  const seconds = ttl !== null && typeof ttl === 'object' ? ttl.ttl : ttl
+  if (seconds === undefined || typeof seconds === 'number') return seconds
+  throw cacheError(TypeError, 'ERR_CACHE_INVALID_TTL', 'a TTL must be a number of seconds or { ttl: seconds }')
+}
+
+function parseJson(json) {
+  return json == null ? undefined : JSON.parse(json)
+}
+
+function errorMessage(error) {
+  return error instanceof Error ? error.message : String(error)
+}
+
+/** Calls the user's hook; a hook that throws must not break the call that reported. */
+function reporterFor(onError) {
+  if (onError === undefined) return undefined
+  return (info) => {
+    try {
+      onError(fromInfo(info))
+    } catch {
+      // Documented: an exception thrown by onError is ignored.
+    }
+  }
+}
+
+class Cache {
+  #native
+  #report
+  /** Per-thread single-flight: the JSON text each in-progress getOrSet load will produce, by key. */
+  #loads = new Map()
+
+  constructor(options = {}) {
+    if (options === null || typeof options !== 'object') {
+      throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'options must be an object')
+    }
+    const { onError, ...rest } = options
+    if (onError !== undefined && typeof onError !== 'function') {
+      throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'option `onError` must be a function')
+    }
+    for (const [name, value] of Object.entries(rest)) {
+      if (typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint') {
+        throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', `option \`${name}\` has an invalid type`)
+      }
+      if (value === undefined) delete rest[name]
+    }
+    this.#report = reporterFor(onError) ?? (() => {})
+    this.#native = new NativeCache(rest, reporterFor(onError))
+  }
+
+  get namespace() {
+    return this.#native.namespace
+  }
+
+  get backend() {
+    return this.#native.backend
+  }
+
+  #absorbed(info) {
+    if (info) this.#report(info)
+  }
+
+  get(key) {
+    checkKey(key)
+    const json = this.#native.l1Get(key)
+    if (json != null) return Promise.resolve(JSON.parse(json))
+    return this.#native.get(key).then((read) => {
+      this.#absorbed(read.error)
+      return parseJson(read.json)
+    })
+  }
+
+  set(key, value, ttl) {
+    checkKey(key)
+    const json = serialize(value)
+    return this.#native.set(key, json, ttlSeconds(ttl)).then((error) => this.#absorbed(error))
+  }
+
+  getOrSet(key, loader, ttl) {
+    checkKey(key)
+    if (typeof loader !== 'function') {
+      throw cacheError(TypeError, 'ERR_CACHE_INVALID_LOADER', `a loader must be a function; got ${typeof loader}`)
+    }
+    const seconds = ttlSeconds(ttl)
+    const json = this.#native.l1Get(key)
+    if (json != null) return Promise.resolve(JSON.parse(json))
+    let load = this.#loads.get(key)
+    if (load === undefined) {
+      load = this.#load(key, loader, seconds).finally(() => this.#loads.delete(key))
+      this.#loads.set(key, load)
+    }
+    // Each caller parses its own copy: no two callers ever share one mutable object.
+    return load.then(JSON.parse)
+  }
+
+  async #load(key, loader, seconds) {
+    const started = await this.#native.beginLoad(key)
+    this.#absorbed(started.error)
+    if (started.json != null) return started.json
+    if (started.failure) throw fromInfo(started.failure)
+    let json
+    try {
+      json = serialize(await loader())
+    } catch (error) {
+      await this.#native.failLoad(started.lease, errorMessage(error))
+      throw error
+    }
+    this.#absorbed(await this.#native.completeLoad(started.lease, json, seconds))
+    return json
+  }
+
+  delete(...keys) {
+    keys.forEach(checkKey)
+    return this.#native.delete(keys).then((removed) => {
+      this.#absorbed(removed.error)
+      return removed.count
+    })
+  }
+
+  has(key) {
+    checkKey(key)
+    return this.#native.has(key).then((found) => {
+      this.#absorbed(found.error)
+      return found.count === 1
+    })
+  }
+
+  clear() {
+    return this.#native.clear().then((removed) => this.#absorbed(removed.error))
+  }
+
+  invalidatePattern(pattern) {
+    if (typeof pattern !== 'string') {
+      throw cacheError(TypeError, 'ERR_CACHE_INVALID_PATTERN', `a pattern must be a string; got ${typeof pattern}`)
+    }
+    return this.#native.invalidatePattern(pattern).then((removed) => {
+      this.#absorbed(removed.error)
+      return removed.count
+    })
+  }
+
+  stats() {
+    return Promise.resolve(this.#native.stats())
+  }
+
+  close() {
+    this.#native.close()
+    this.#loads.clear()
+    return Promise.resolve()
+  }
+}
+
+module.exports = { Cache }
+module.exports.Cache = Cache

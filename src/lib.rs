@@ -1,0 +1,362 @@
+//! The Node.js binding of tiered-cache: converts values, maps errors to JavaScript classes with stable codes, and
+//! turns core futures into Promises. The cache logic lives in `tiered-cache-core`; `index.js` wraps this class in
+//! the public `Cache`.
+
+#![deny(clippy::all)]
+
+mod promise;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use tiered_cache_core::config::{self, HandleConfig};
+use tiered_cache_core::key::validate_key;
+use tiered_cache_core::l1::L1Entry;
+use tiered_cache_core::pattern::Pattern;
+use tiered_cache_core::registry::shared_store;
+use tiered_cache_core::store::{ErrorSink, LoadLease, LoadStep, Outcome, Store};
+use tiered_cache_core::ttl::per_call_ttl_ms;
+use tiered_cache_core::{CacheError, ErrorKind};
+
+use promise::spawn_promise;
+
+/// An error as data, for the JavaScript side to raise or report.
+#[napi(object)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&CacheError> for ErrorInfo {
+    fn from(error: &CacheError) -> Self {
+        ErrorInfo { code: error.code().to_owned(), message: error.message.clone() }
+    }
+}
+
+fn error_info(error: Option<CacheError>) -> Option<ErrorInfo> {
+    error.as_ref().map(ErrorInfo::from)
+}
+
+/// The answer of an L2 read: the JSON text, or nothing on a miss, with the failure it absorbed.
+#[napi(object)]
+pub struct ReadResult {
+    pub json: Option<String>,
+    pub error: Option<ErrorInfo>,
+}
+
+/// A count (or a boolean as 0/1), with the failure it absorbed.
+#[napi(object)]
+pub struct CountResult {
+    pub count: f64,
+    pub error: Option<ErrorInfo>,
+}
+
+/// The start of a `getOrSet`: the JSON text, or a lease id to load with, or the error of another thread's loader.
+#[napi(object)]
+pub struct LoadResult {
+    pub json: Option<String>,
+    pub lease: Option<u32>,
+    pub failure: Option<ErrorInfo>,
+    pub error: Option<ErrorInfo>,
+}
+
+/// The counters of a store.
+#[napi(object)]
+pub struct NativeStats {
+    pub hits: f64,
+    pub misses: f64,
+    pub l1_hits: f64,
+    pub l2_hits: f64,
+    pub sets: f64,
+    pub deletes: f64,
+    pub loader_calls: f64,
+    pub errors: f64,
+    pub hit_rate: f64,
+    pub l1_entries: f64,
+    pub l1_bytes: f64,
+    pub bus_published: f64,
+    pub bus_received: f64,
+    pub bus_reconnects: f64,
+    pub lock_waits: f64,
+    pub lock_timeouts: f64,
+}
+
+/// JSON text of an L1 entry, copied once, straight into a JavaScript string.
+pub struct JsonText(Arc<L1Entry>);
+
+impl TypeName for JsonText {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> ValueType {
+        ValueType::String
+    }
+}
+
+impl ToNapiValue for JsonText {
+    unsafe fn to_napi_value(env: sys::napi_env, value: Self) -> Result<sys::napi_value> {
+        unsafe { <&str>::to_napi_value(env, &value.0.json) }
+    }
+}
+
+type BackgroundErrorFn = ThreadsafeFunction<ErrorInfo, (), ErrorInfo, Status, false, true>;
+
+/// Passes background failures to JavaScript on a later turn of its event loop, without keeping the loop alive.
+struct JsErrorSink(BackgroundErrorFn);
+
+impl ErrorSink for JsErrorSink {
+    fn report(&self, error: &CacheError) {
+        self.0.call(ErrorInfo::from(error), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+/// Throws `error` as the JavaScript class its kind calls for, with its code.
+fn throw(env: &Env, error: CacheError) -> Error {
+    let thrown = match error.kind {
+        ErrorKind::ValueTooLarge => env.throw_range_error(&error.message, Some(error.code())),
+        kind if kind.is_input_error() => env.throw_type_error(&error.message, Some(error.code())),
+        _ => env.throw_error(&error.message, Some(error.code())),
+    };
+    match thrown {
+        Ok(()) => Error::new(Status::PendingException, error.message),
+        Err(e) => e,
+    }
+}
+
+fn closed() -> CacheError {
+    CacheError::new(ErrorKind::Closed, "the cache is closed")
+}
+
+/// The native half of `Cache`: one handle on a store shared by the process.
+#[napi]
+pub struct NativeCache {
+    store: Option<Arc<Store>>,
+    handle: HandleConfig,
+    leases: Arc<Mutex<HashMap<u32, LoadLease>>>,
+    next_lease: AtomicU32,
+    _error_sink: Option<Arc<dyn ErrorSink>>,
+}
+
+#[napi]
+impl NativeCache {
+    /// `options` is the options object without `onError`; `on_background_error` receives failures that belong to no
+    /// call.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(env: Env, options: serde_json::Value, on_background_error: Option<Function<ErrorInfo, ()>>) -> Result<Self> {
+        let config = config::parse(&options, std::env::var("CACHE_URL").ok()).map_err(|e| throw(&env, e))?;
+        let store = shared_store(config.store).map_err(|e| throw(&env, e))?;
+        let error_sink = match on_background_error {
+            Some(callback) => {
+                let tsfn: BackgroundErrorFn =
+                    callback.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?;
+                let sink: Arc<dyn ErrorSink> = Arc::new(JsErrorSink(tsfn));
+                store.add_error_sink(Arc::downgrade(&sink) as Weak<dyn ErrorSink>);
+                Some(sink)
+            }
+            None => None,
+        };
+        Ok(NativeCache {
+            store: Some(store),
+            handle: config.handle,
+            leases: Default::default(),
+            next_lease: AtomicU32::new(1),
+            _error_sink: error_sink,
+        })
+    }
+
+    fn store(&self, env: &Env) -> Result<Arc<Store>> {
+        self.store.clone().ok_or_else(|| throw(env, closed()))
+    }
+
+    fn checked_key(&self, env: &Env, key: &str) -> Result<Arc<Store>> {
+        validate_key(key, self.handle.max_key_len).map_err(|e| throw(env, e))?;
+        self.store(env)
+    }
+
+    fn ttl_ms(&self, env: &Env, ttl_seconds: Option<f64>) -> Result<u64> {
+        match ttl_seconds {
+            None => Ok(self.handle.default_ttl_ms),
+            Some(seconds) => per_call_ttl_ms(seconds).map_err(|e| throw(env, e)),
+        }
+    }
+
+    fn checked_value(&self, env: &Env, json: &str) -> Result<()> {
+        if json.len() > self.handle.max_value_bytes {
+            let message = format!(
+                "a value's JSON text must be at most {} bytes (maxValueBytes); this one has {}",
+                self.handle.max_value_bytes,
+                json.len()
+            );
+            return Err(throw(env, CacheError::new(ErrorKind::ValueTooLarge, message)));
+        }
+        Ok(())
+    }
+
+    #[napi(getter)]
+    pub fn namespace(&self) -> String {
+        self.store.as_ref().map_or_else(String::new, |s| s.config().namespace.clone())
+    }
+
+    #[napi(getter)]
+    pub fn backend(&self) -> &'static str {
+        self.store.as_ref().map_or("memory", |s| s.backend())
+    }
+
+    /// The JSON text of an L1 hit, synchronously; `undefined` on an L1 miss.
+    #[napi(catch_unwind)]
+    pub fn l1_get(&self, env: Env, key: String) -> Result<Option<JsonText>> {
+        let store = self.checked_key(&env, &key)?;
+        Ok(store.l1_get(&key).map(JsonText))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
+        let store = self.checked_key(env, &key)?;
+        spawn_promise(env, async move {
+            let read = store.get(&key).await;
+            ReadResult { json: read.value.map(|json| json.as_str().to_owned()), error: error_info(read.error) }
+        })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn set<'env>(&self, env: &'env Env, key: String, json: String, ttl_seconds: Option<f64>) -> Result<Object<'env>> {
+        let store = self.checked_key(env, &key)?;
+        self.checked_value(env, &json)?;
+        let ttl_ms = self.ttl_ms(env, ttl_seconds)?;
+        spawn_promise(env, async move { error_info(store.set(&key, json, ttl_ms).await.error) })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn delete<'env>(&self, env: &'env Env, keys: Vec<String>) -> Result<Object<'env>> {
+        let store = self.store(env)?;
+        for key in &keys {
+            validate_key(key, self.handle.max_key_len).map_err(|e| throw(env, e))?;
+        }
+        spawn_promise(env, async move { count_result(store.delete(keys).await) })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn has<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
+        let store = self.checked_key(env, &key)?;
+        spawn_promise(env, async move {
+            let found = store.has(&key).await;
+            CountResult { count: if found.value { 1.0 } else { 0.0 }, error: error_info(found.error) }
+        })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn clear<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let store = self.store(env)?;
+        spawn_promise(env, async move { count_result(store.clear().await) })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn invalidate_pattern<'env>(&self, env: &'env Env, glob: String) -> Result<Object<'env>> {
+        let max_len = (self.handle.max_key_len * 2 + 2).max(1024);
+        let pattern = Pattern::parse(&glob, max_len).map_err(|e| throw(env, e))?;
+        let store = self.store(env)?;
+        spawn_promise(env, async move { count_result(store.invalidate_pattern(&pattern, &glob).await) })
+    }
+
+    /// Starts a `getOrSet`; a `lease` in the result means: run the loader, then `completeLoad` or `failLoad`.
+    #[napi(catch_unwind)]
+    pub fn begin_load<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
+        let store = self.checked_key(env, &key)?;
+        let leases = self.leases.clone();
+        let lease_id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        spawn_promise(env, async move {
+            let started = store.begin_load(&key).await;
+            let mut result = LoadResult { json: None, lease: None, failure: None, error: error_info(started.error) };
+            match started.value {
+                LoadStep::Hit(json) => result.json = Some(json.as_str().to_owned()),
+                LoadStep::Failed(error) => result.failure = Some(ErrorInfo::from(&error)),
+                LoadStep::Lead(lease) => {
+                    leases.lock().unwrap_or_else(|e| e.into_inner()).insert(lease_id, lease);
+                    result.lease = Some(lease_id);
+                }
+            }
+            result
+        })
+    }
+
+    fn take_lease(&self, lease: u32) -> Option<LoadLease> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(&lease)
+    }
+
+    /// Stores a loader's value under its lease and hands it to the waiters.
+    #[napi(catch_unwind)]
+    pub fn complete_load<'env>(&self, env: &'env Env, lease: u32, json: String, ttl_seconds: Option<f64>) -> Result<Object<'env>> {
+        let checked = self.checked_value(env, &json).and_then(|()| self.ttl_ms(env, ttl_seconds));
+        match (checked, self.take_lease(lease)) {
+            (Ok(ttl_ms), Some(lease)) => {
+                spawn_promise(env, async move { error_info(lease.complete(json, ttl_ms).await.error) })
+            }
+            (Ok(_), None) => Err(throw(env, closed())),
+            (Err(refused), lease) => {
+                // Waiters in other threads get the caller's refusal as their loader error.
+                if let Some(lease) = lease {
+                    let reason = refused.reason.clone();
+                    tiered_cache_core::runtime::spawn(async move { lease.fail(reason).await });
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// Fails a lease: its waiters in this process get the loader's error, nothing is cached.
+    #[napi(catch_unwind)]
+    pub fn fail_load<'env>(&self, env: &'env Env, lease: u32, message: String) -> Result<Object<'env>> {
+        let taken = self.take_lease(lease);
+        spawn_promise(env, async move {
+            if let Some(lease) = taken {
+                lease.fail(message).await;
+            }
+        })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn stats(&self, env: Env) -> Result<NativeStats> {
+        let s = self.store(&env)?.stats();
+        Ok(NativeStats {
+            hits: s.hits as f64,
+            misses: s.misses as f64,
+            l1_hits: s.l1_hits as f64,
+            l2_hits: s.l2_hits as f64,
+            sets: s.sets as f64,
+            deletes: s.deletes as f64,
+            loader_calls: s.loader_calls as f64,
+            errors: s.errors as f64,
+            hit_rate: s.hit_rate(),
+            l1_entries: s.l1_entries as f64,
+            l1_bytes: s.l1_bytes as f64,
+            bus_published: s.bus_published as f64,
+            bus_received: s.bus_received as f64,
+            bus_reconnects: s.bus_reconnects as f64,
+            lock_waits: s.lock_waits as f64,
+            lock_timeouts: s.lock_timeouts as f64,
+        })
+    }
+
+    /// Whether the invalidation bus is subscribed now; `null` without a bus.
+    #[napi]
+    pub fn bus_up(&self) -> Option<bool> {
+        self.store.as_ref().and_then(|s| s.bus_up())
+    }
+
+    /// Lets go of the store; unfinished leases fail their waiters. Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.store = None;
+        self._error_sink = None;
+    }
+}
+
+fn count_result(outcome: Outcome<u64>) -> CountResult {
+    CountResult { count: outcome.value as f64, error: error_info(outcome.error) }
+}
