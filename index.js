@@ -38,10 +38,21 @@ function serialize(value) {
   return json
 }
 
+const MAX_TTL_SECONDS = 2_592_000
+
+/**
+ * Checked here, not only natively, because a getOrSet answered from the L1 never reaches native code with its TTL,
+ * and a bad TTL must throw whatever the cache holds. Same rule as crates/core/src/ttl.rs.
+ */
 function ttlSeconds(ttl) {
   const seconds = ttl !== null && typeof ttl === 'object' ? ttl.ttl : ttl
-  if (seconds === undefined || typeof seconds === 'number') return seconds
-  throw cacheError(TypeError, 'ERR_CACHE_INVALID_TTL', 'a TTL must be a number of seconds or { ttl: seconds }')
+  if (seconds === undefined) return undefined
+  if (Number.isInteger(seconds) && seconds >= 1 && seconds <= MAX_TTL_SECONDS) return seconds
+  throw cacheError(
+    TypeError,
+    'ERR_CACHE_INVALID_TTL',
+    `a TTL must be an integer number of seconds from 1 to ${MAX_TTL_SECONDS}, or { ttl: seconds }; got ${String(seconds)}`,
+  )
 }
 
 function parseJson(json) {

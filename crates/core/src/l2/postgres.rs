@@ -159,7 +159,8 @@ impl PostgresL2 {
             .as_str()
             .parse()
             .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Postgres URL", e))?;
-        let connect_options = connect_options.application_name("tiered-cache");
+        // The pid lets an operator (or a test) tell the connections of each instance apart in pg_stat_activity.
+        let connect_options = connect_options.application_name(&format!("tiered-cache pid {}", std::process::id()));
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)
