@@ -204,9 +204,9 @@ pub fn parse(options: &Value, env_url: Option<String>) -> Result<Config> {
         postgres,
         redis,
         l2_timeout_ms: millis(top.seconds("l2Timeout", 0.01, 60.0)?, DEFAULT_L2_TIMEOUT_SECONDS),
-        bus: has_l2 && top.bool("bus")?.unwrap_or(true),
+        bus: top.bool("bus")?.unwrap_or(true) && has_l2,
         bus_down_l1_ttl_ms: top.integer("busDownL1Ttl", 1, 3600)?.unwrap_or(DEFAULT_BUS_DOWN_L1_TTL_SECONDS) * 1000,
-        distributed_lock: has_l2 && top.bool("distributedLock")?.unwrap_or(true),
+        distributed_lock: top.bool("distributedLock")?.unwrap_or(true) && has_l2,
         lock_timeout_ms: millis(top.seconds("lockTimeout", 0.05, 300.0)?, DEFAULT_LOCK_TIMEOUT_SECONDS),
         default_ttl_ms,
     };
@@ -275,7 +275,7 @@ mod tests {
     use serde_json::json;
 
     fn message_of(options: Value) -> String {
-        let err = parse(&options, None).unwrap_err();
+        let err = parse(&options, None).expect_err(&options.to_string());
         assert_eq!(err.kind, ErrorKind::InvalidOption);
         err.message
     }
