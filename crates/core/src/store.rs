@@ -262,6 +262,8 @@ impl Store {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
+        // moka counts lazily; settling it first makes `l1Entries` agree with what was just written.
+        self.run_l1_housekeeping();
         let (entries, bytes) = self.inner.l1.as_ref().map_or((0, 0), |l1| (l1.entry_count(), l1.bytes()));
         self.inner.stats.snapshot(entries, bytes)
     }
