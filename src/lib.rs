@@ -65,28 +65,8 @@ pub struct LoadResult {
     pub error: Option<ErrorInfo>,
 }
 
-/// The counters of a store.
-#[napi(object)]
-pub struct NativeStats {
-    pub hits: f64,
-    pub misses: f64,
-    pub l1_hits: f64,
-    pub l2_hits: f64,
-    pub sets: f64,
-    pub deletes: f64,
-    pub loader_calls: f64,
-    pub errors: f64,
-    pub hit_rate: f64,
-    pub l1_entries: f64,
-    pub l1_bytes: f64,
-    pub bus_published: f64,
-    pub bus_received: f64,
-    pub bus_reconnects: f64,
-    pub lock_waits: f64,
-    pub lock_timeouts: f64,
-}
-
-/// JSON text of an L1 entry, copied once, straight into a JavaScript string.
+/// JSON text of an L1 entry, copied once, straight into a JavaScript string: as Latin-1 when it is ASCII (most JSON
+/// is), which V8 copies without decoding.
 pub struct JsonText(Arc<L1Entry>);
 
 impl TypeName for JsonText {
@@ -100,7 +80,16 @@ impl TypeName for JsonText {
 
 impl ToNapiValue for JsonText {
     unsafe fn to_napi_value(env: sys::napi_env, value: Self) -> Result<sys::napi_value> {
-        unsafe { <&str>::to_napi_value(env, &value.0.json) }
+        let json = &value.0.json;
+        if !value.0.ascii {
+            return unsafe { <&str>::to_napi_value(env, json) };
+        }
+        let mut string = std::ptr::null_mut();
+        let status = unsafe { sys::napi_create_string_latin1(env, json.as_ptr().cast(), json.len() as isize, &mut string) };
+        if status != sys::Status::napi_ok {
+            return Err(Error::new(Status::from(status), "could not create the value's string"));
+        }
+        Ok(string)
     }
 }
 
@@ -210,7 +199,8 @@ impl NativeCache {
     /// The JSON text of an L1 hit, synchronously; `undefined` on an L1 miss.
     #[napi(catch_unwind)]
     pub fn l1_get(&self, env: Env, key: String) -> Result<Option<JsonText>> {
-        let store = self.checked_key(&env, &key)?;
+        validate_key(&key, self.handle.max_key_len).map_err(|e| throw(&env, e))?;
+        let store = self.store.as_ref().ok_or_else(|| throw(&env, closed()))?;
         Ok(store.l1_get(&key).map(JsonText))
     }
 
@@ -319,27 +309,11 @@ impl NativeCache {
         })
     }
 
+    /// The counters, with the names of the public `CacheStats`.
     #[napi(catch_unwind)]
-    pub fn stats(&self, env: Env) -> Result<NativeStats> {
-        let s = self.store(&env)?.stats();
-        Ok(NativeStats {
-            hits: s.hits as f64,
-            misses: s.misses as f64,
-            l1_hits: s.l1_hits as f64,
-            l2_hits: s.l2_hits as f64,
-            sets: s.sets as f64,
-            deletes: s.deletes as f64,
-            loader_calls: s.loader_calls as f64,
-            errors: s.errors as f64,
-            hit_rate: s.hit_rate(),
-            l1_entries: s.l1_entries as f64,
-            l1_bytes: s.l1_bytes as f64,
-            bus_published: s.bus_published as f64,
-            bus_received: s.bus_received as f64,
-            bus_reconnects: s.bus_reconnects as f64,
-            lock_waits: s.lock_waits as f64,
-            lock_timeouts: s.lock_timeouts as f64,
-        })
+    pub fn stats(&self, env: Env) -> Result<serde_json::Value> {
+        let snapshot = self.store(&env)?.stats();
+        serde_json::to_value(snapshot).map_err(|e| Error::from_reason(e.to_string()))
     }
 
     /// Whether the invalidation bus is subscribed now; `null` without a bus.

@@ -43,6 +43,9 @@ pub struct BusMessage {
     pub sender: u64,
     #[serde(rename = "n")]
     pub namespace: String,
+    /// Numbered per sender, so a sender can tell when its own message has come back to it.
+    #[serde(rename = "q", default)]
+    pub seq: u64,
     #[serde(flatten)]
     pub op: BusOp,
 }
@@ -57,14 +60,25 @@ impl BusMessage {
     }
 }
 
-/// The payloads announcing `op`, each at most `max_bytes`: key lists split into batches, and an operation that
-/// cannot fit widened to a namespace-wide drop.
-pub fn encode(sender: u64, namespace: &str, op: BusOp, max_bytes: usize) -> Vec<String> {
-    let message = |op| BusMessage { sender, namespace: namespace.to_owned(), op }.encode();
+/// The payloads announcing `op`, each at most `max_bytes` and numbered by `next_seq`: key lists split into batches,
+/// and an operation that cannot fit widened to a namespace-wide drop.
+pub fn encode(
+    sender: u64,
+    namespace: &str,
+    op: BusOp,
+    max_bytes: usize,
+    next_seq: &dyn Fn() -> u64,
+) -> Vec<(u64, String)> {
+    let message = |op| {
+        let seq = next_seq();
+        (seq, BusMessage { sender, namespace: namespace.to_owned(), seq, op }.encode())
+    };
+    // Sizes are measured with the largest sequence number a message could carry.
+    let sized = |op| BusMessage { sender, namespace: namespace.to_owned(), seq: u64::MAX, op }.encode().len();
     let clear = || vec![message(BusOp::Clear)];
     match op {
         BusOp::Keys { keys } => {
-            let empty_len = message(BusOp::Keys { keys: vec![] }).len();
+            let empty_len = sized(BusOp::Keys { keys: vec![] });
             let mut payloads = Vec::new();
             let mut batch: Vec<String> = Vec::new();
             let mut batch_len = empty_len;
@@ -86,14 +100,8 @@ pub fn encode(sender: u64, namespace: &str, op: BusOp, max_bytes: usize) -> Vec<
             }
             payloads
         }
-        op => {
-            let payload = message(op);
-            if payload.len() > max_bytes {
-                clear()
-            } else {
-                vec![payload]
-            }
-        }
+        op if sized(op.clone()) > max_bytes => clear(),
+        op => vec![message(op)],
     }
 }
 
@@ -227,20 +235,25 @@ mod tests {
             BusOp::Pattern { pattern: "user:*".into() },
             BusOp::Clear,
         ] {
-            let payloads = encode(7, "tenant", op.clone(), 8000);
+            let payloads = encode(7, "tenant", op.clone(), 8000, &|| 42);
             assert_eq!(payloads.len(), 1);
-            let decoded = BusMessage::decode(&payloads[0]).unwrap();
-            assert_eq!(decoded, BusMessage { sender: 7, namespace: "tenant".into(), op });
+            let decoded = BusMessage::decode(&payloads[0].1).unwrap();
+            assert_eq!(decoded, BusMessage { sender: 7, namespace: "tenant".into(), seq: 42, op });
+            assert_eq!(payloads[0].0, 42);
         }
     }
 
     #[test]
     fn key_lists_are_split_under_the_size_limit() {
         let keys: Vec<String> = (0..2000).map(|i| format!("tenant-{i:05}")).collect();
-        let payloads = encode(1, "ns", BusOp::Keys { keys: keys.clone() }, 7900);
+        let seq = std::sync::atomic::AtomicU64::new(0);
+        let next = || seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let payloads = encode(1, "ns", BusOp::Keys { keys: keys.clone() }, 7900, &next);
         assert!(payloads.len() > 1);
+        let seqs: Vec<u64> = payloads.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=payloads.len() as u64).collect::<Vec<_>>());
         let mut seen = Vec::new();
-        for payload in &payloads {
+        for (_, payload) in &payloads {
             assert!(payload.len() <= 7900, "{}", payload.len());
             match BusMessage::decode(payload).unwrap().op {
                 BusOp::Keys { keys } => seen.extend(keys),
@@ -254,9 +267,9 @@ mod tests {
     fn what_cannot_fit_becomes_a_namespace_drop() {
         let huge = "x".repeat(9000);
         for op in [BusOp::Keys { keys: vec!["a".into(), huge.clone()] }, BusOp::Pattern { pattern: huge }] {
-            let payloads = encode(1, "ns", op, 7900);
+            let payloads = encode(1, "ns", op, 7900, &|| 1);
             assert_eq!(payloads.len(), 1);
-            assert_eq!(BusMessage::decode(&payloads[0]).unwrap().op, BusOp::Clear);
+            assert_eq!(BusMessage::decode(&payloads[0].1).unwrap().op, BusOp::Clear);
         }
     }
 }

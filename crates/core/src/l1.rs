@@ -25,6 +25,8 @@ static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct L1Entry {
     pub json: Box<str>,
+    /// Whether `json` is ASCII, so a binding can hand it over as Latin-1 without decoding UTF-8.
+    pub ascii: bool,
     pub expires_at: Instant,
     /// Unique across the process for every write, so a reader can tell whether the entry changed since it last saw it.
     pub version: u64,
@@ -96,6 +98,7 @@ impl L1 {
             return None;
         }
         let entry = Arc::new(L1Entry {
+            ascii: json.is_ascii(),
             json,
             expires_at: Instant::now() + lifetime,
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),

@@ -8,17 +8,27 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Stats { $(pub $name: AtomicU64,)* }
 
-        /// A copy of the counters at one moment, plus the L1 gauges.
-        #[derive(Debug, Default, Clone, PartialEq)]
+        /// A copy of the counters at one moment, plus the hit rate and the L1 gauges; serialized with the
+        /// camelCase names of the public `CacheStats`.
+        #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
         pub struct StatsSnapshot {
             $(pub $name: u64,)*
+            pub hit_rate: f64,
             pub l1_entries: u64,
             pub l1_bytes: u64,
         }
 
         impl Stats {
             pub fn snapshot(&self, l1_entries: u64, l1_bytes: u64) -> StatsSnapshot {
-                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* l1_entries, l1_bytes }
+                let mut snapshot = StatsSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    hit_rate: 0.0,
+                    l1_entries,
+                    l1_bytes,
+                };
+                snapshot.hit_rate = hit_rate(snapshot.hits, snapshot.misses);
+                snapshot
             }
         }
     };
@@ -50,15 +60,13 @@ pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-impl StatsSnapshot {
-    /// Hits over reads, from 0 to 1; 0 before any read.
-    pub fn hit_rate(&self) -> f64 {
-        let reads = self.hits + self.misses;
-        if reads == 0 {
-            0.0
-        } else {
-            self.hits as f64 / reads as f64
-        }
+/// Hits over reads, from 0 to 1; 0 before any read.
+fn hit_rate(hits: u64, misses: u64) -> f64 {
+    let reads = hits + misses;
+    if reads == 0 {
+        0.0
+    } else {
+        hits as f64 / reads as f64
     }
 }
 
@@ -69,12 +77,15 @@ mod tests {
     #[test]
     fn hit_rate_is_hits_over_reads() {
         let stats = Stats::default();
-        assert_eq!(stats.snapshot(0, 0).hit_rate(), 0.0);
+        assert_eq!(stats.snapshot(0, 0).hit_rate, 0.0);
         bump(&stats.hits);
         add(&stats.hits, 2);
         bump(&stats.misses);
         let snapshot = stats.snapshot(3, 30);
-        assert_eq!(snapshot.hit_rate(), 0.75);
+        assert_eq!(snapshot.hit_rate, 0.75);
         assert_eq!((snapshot.l1_entries, snapshot.l1_bytes), (3, 30));
+        let json = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(json["l1Entries"], 3);
+        assert_eq!(json["hitRate"], 0.75);
     }
 }

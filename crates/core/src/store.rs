@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use std::collections::HashMap;
+
+use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 
 use crate::bus::{self, Bus, BusListener, BusMessage, BusOp};
@@ -23,7 +25,7 @@ use crate::key::namespaced;
 use crate::l1::{L1Entry, L1};
 use crate::l2::postgres::PostgresL2;
 use crate::l2::redis::RedisL2;
-use crate::l2::{L2Hit, LoadLock, L2};
+use crate::l2::{L2Hit, LoadLock, LockAttempt, L2};
 use crate::pattern::Pattern;
 use crate::stats::{add, bump, Stats, StatsSnapshot};
 use crate::ttl::l1_lifetime;
@@ -90,6 +92,9 @@ struct Inner {
     flights: Flights,
     l2_activity: Notify,
     error_sinks: Mutex<Vec<Weak<dyn ErrorSink>>>,
+    last_bus_seq: AtomicU64,
+    /// Invalidations waiting for their own bus message to come back, by sequence number.
+    echo_waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
 }
 
 /// One namespace on one L2, shared by every handle of the process with the same configuration.
@@ -134,6 +139,8 @@ impl Store {
             flights: Flights::default(),
             l2_activity: Notify::new(),
             error_sinks: Mutex::new(Vec::new()),
+            last_bus_seq: AtomicU64::new(0),
+            echo_waiters: Mutex::new(HashMap::new()),
         });
         if let Some(bus) = &inner.bus {
             let listener: Weak<dyn BusListener> = Arc::downgrade(&inner) as Weak<dyn BusListener>;
@@ -180,6 +187,9 @@ impl Store {
     /// Removes keys from both tiers; counts what the L2 held (the L1 when memory only).
     pub async fn delete(&self, keys: Vec<String>) -> Outcome<u64> {
         let inner = &self.inner;
+        if keys.is_empty() {
+            return Outcome::ok(0);
+        }
         let Some(l2) = &inner.l2 else {
             let removed = keys.iter().filter(|key| inner.l1_remove(key)).count() as u64;
             add(&inner.stats.deletes, removed);
@@ -436,7 +446,8 @@ impl Inner {
             Some(l2) => {
                 let full = namespaced(&self.config.namespace, key);
                 let announce = self.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
-                let result = self.l2_call(l2.set(&full, &json, ttl_ms, announce.first().map(String::as_str))).await;
+                let message = announce.first().map(|(_, payload)| payload.as_str());
+                let result = self.l2_call(l2.set(&full, &json, ttl_ms, message)).await;
                 if result.is_ok() && !announce.is_empty() {
                     bump(&self.stats.bus_published);
                 }
@@ -485,54 +496,78 @@ impl Inner {
         self.removal_outcome(result, published)
     }
 
-    fn bus_payloads(&self, op: BusOp) -> Vec<String> {
+    fn bus_payloads(&self, op: BusOp) -> Vec<(u64, String)> {
         match (&self.bus, &self.l2) {
-            (Some(_), Some(l2)) => bus::encode(self.id, &self.config.namespace, op, l2.max_bus_message_bytes()),
+            (Some(_), Some(l2)) => {
+                let next_seq = || self.last_bus_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                bus::encode(self.id, &self.config.namespace, op, l2.max_bus_message_bytes(), &next_seq)
+            }
             _ => Vec::new(),
         }
     }
 
-    /// Announces an operation on the bus; returns the first failure.
+    /// Announces an invalidation on the bus and waits (at most the L2 timeout) for each message to come back on this
+    /// process's own subscription: the server has then sent it to every other subscriber too, so an instance asked
+    /// right after the call returns has, all but certainly, already dropped its copy. Returns the first failure.
     async fn publish(&self, op: BusOp) -> Option<CacheError> {
         let l2 = self.l2.as_ref()?;
-        for payload in self.bus_payloads(op) {
-            match self.l2_call(l2.publish(&payload)).await {
-                Ok(()) => bump(&self.stats.bus_published),
-                Err(error) => return Some(error),
+        let wait_for_echo = self.bus.as_ref().is_some_and(|bus| bus.is_up());
+        let mut echoes = Vec::new();
+        for (seq, payload) in self.bus_payloads(op) {
+            if wait_for_echo {
+                let (sender, echo) = oneshot::channel();
+                self.echo_waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(seq, sender);
+                echoes.push((seq, echo));
             }
+            if let Err(error) = self.l2_call(l2.publish(&payload)).await {
+                self.forget_echoes(&echoes);
+                return Some(error);
+            }
+            bump(&self.stats.bus_published);
+        }
+        let all_back = async {
+            for (_, echo) in echoes.iter_mut() {
+                let _ = echo.await;
+            }
+        };
+        if tokio::time::timeout(self.config.l2_timeout(), all_back).await.is_err() {
+            self.forget_echoes(&echoes);
         }
         None
     }
 
-    /// After a miss: take the cross-process lock, or wait for its holder's value until `lockTimeout`.
+    fn forget_echoes(&self, echoes: &[(u64, oneshot::Receiver<()>)]) {
+        let mut waiters = self.echo_waiters.lock().unwrap_or_else(|e| e.into_inner());
+        echoes.iter().for_each(|(seq, _)| drop(waiters.remove(seq)));
+    }
+
+    /// After a miss: take the cross-process lock, or wait for its holder's value until `lockTimeout`. When a lock
+    /// changes hands (its holder died and its hold ran out), the wait covers the new holder's hold, up to twice
+    /// `lockTimeout` in all, so waiters do not all give up and load at the moment the new holder starts.
     async fn lock_or_wait(&self, key: &str) -> Outcome<LockStep> {
         let (Some(l2), true) = (&self.l2, self.config.distributed_lock) else {
             return Outcome::ok(LockStep::Lead(None));
         };
         let full = namespaced(&self.config.namespace, key);
-        let deadline = Instant::now() + self.config.lock_timeout();
+        let lock_timeout = self.config.lock_timeout();
+        let started = Instant::now();
+        let mut deadline = started + lock_timeout;
         let mut waited = false;
         loop {
-            let lock = match self.l2_call(l2.try_lock(&full, self.config.lock_timeout())).await {
-                Ok(lock) => lock,
+            let expires_in_ms = match self.l2_call(l2.try_lock(&full, lock_timeout)).await {
                 Err(error) => return self.absorb(Err(error), LockStep::Lead(None)),
+                Ok(LockAttempt::Acquired(lock)) => return self.recheck_after_lock(l2, &full, lock).await,
+                Ok(LockAttempt::Held { expires_in_ms }) => expires_in_ms,
             };
-            if let Some(lock) = lock {
-                // The holder before us may have stored the value and let go between our miss and our lock.
-                return match self.l2_call(l2.get(&full)).await {
-                    Ok(Some(hit)) => {
-                        lock.release().await;
-                        Outcome::ok(LockStep::Loaded(hit))
-                    }
-                    Ok(None) => Outcome::ok(LockStep::Lead(Some(lock))),
-                    Err(error) => self.absorb(Err(error), LockStep::Lead(Some(lock))),
-                };
-            }
             if !waited {
                 waited = true;
                 bump(&self.stats.lock_waits);
             }
             let now = Instant::now();
+            if let Some(ms) = expires_in_ms {
+                let hold_ends = now + Duration::from_millis(ms + LOCK_POLL_INTERVAL_MS);
+                deadline = deadline.max(hold_ends).min(started + lock_timeout * 2);
+            }
             if now >= deadline {
                 bump(&self.stats.lock_timeouts);
                 return Outcome::ok(LockStep::Lead(None));
@@ -550,6 +585,18 @@ impl Inner {
         }
     }
 
+    /// The holder before us may have stored the value and let go between our miss and our lock.
+    async fn recheck_after_lock(&self, l2: &L2, full: &str, lock: LoadLock) -> Outcome<LockStep> {
+        match self.l2_call(l2.get(full)).await {
+            Ok(Some(hit)) => {
+                lock.release().await;
+                Outcome::ok(LockStep::Loaded(hit))
+            }
+            Ok(None) => Outcome::ok(LockStep::Lead(Some(lock))),
+            Err(error) => self.absorb(Err(error), LockStep::Lead(Some(lock))),
+        }
+    }
+
     /// Drops the whole L1: what the bus may have missed is unknown.
     fn drop_l1_for_lost_messages(&self) {
         self.advance_epoch();
@@ -561,7 +608,14 @@ impl Inner {
 
 impl BusListener for Inner {
     fn on_message(&self, message: &BusMessage) {
-        if message.sender == self.id || message.namespace != self.config.namespace {
+        if message.sender == self.id {
+            let waiter = self.echo_waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&message.seq);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(());
+            }
+            return;
+        }
+        if message.namespace != self.config.namespace {
             return;
         }
         bump(&self.stats.bus_received);
@@ -585,8 +639,10 @@ impl BusListener for Inner {
     }
 
     fn on_connected(&self, reconnected: bool) {
-        self.drop_l1_for_lost_messages();
+        // Before the first subscription there was no connection to lose messages on; entries filled meanwhile were
+        // capped at `busDownL1Ttl`, which bounds what they could have missed.
         if reconnected {
+            self.drop_l1_for_lost_messages();
             bump(&self.stats.bus_reconnects);
         }
     }

@@ -32,6 +32,13 @@ pub enum LoadLock {
     Redis(redis::TokenLock),
 }
 
+/// What an attempt to take a load lock found.
+pub enum LockAttempt {
+    Acquired(LoadLock),
+    /// Another process holds it; its hold runs out in this many milliseconds when the backend can tell.
+    Held { expires_in_ms: Option<u64> },
+}
+
 impl LoadLock {
     pub async fn release(self) {
         match self {
@@ -96,12 +103,15 @@ impl L2 {
         }
     }
 
-    /// Tries to become the one process loading `key`; `None` when another holds the lock. A lock outlives its holder
-    /// by at most `hold_for` (Redis expiry; a Postgres lock goes with its session at once).
-    pub async fn try_lock(&self, key: &str, hold_for: Duration) -> Result<Option<LoadLock>> {
+    /// Tries to become the one process loading `key`. A lock outlives a crashed holder by at most `hold_for`
+    /// (Redis expiry; a Postgres lock goes with its session at once).
+    pub async fn try_lock(&self, key: &str, hold_for: Duration) -> Result<LockAttempt> {
         match self {
-            L2::Postgres(pg) => Ok(pg.try_lock(key).await?.map(LoadLock::Postgres)),
-            L2::Redis(redis) => Ok(redis.try_lock(key, hold_for).await?.map(LoadLock::Redis)),
+            L2::Postgres(pg) => Ok(match pg.try_lock(key).await? {
+                Some(lock) => LockAttempt::Acquired(LoadLock::Postgres(lock)),
+                None => LockAttempt::Held { expires_in_ms: None },
+            }),
+            L2::Redis(redis) => redis.try_lock(key, hold_for).await,
         }
     }
 

@@ -10,12 +10,12 @@
 //! [`BUS_CHANNEL`]; a `set` notifies in the same statement as its upsert.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Executor, Postgres, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, Row};
 
 use super::{L2Hit, Redactor};
 use crate::error::{CacheError, ErrorKind, Result};
@@ -147,6 +147,7 @@ pub struct PostgresL2 {
     sql: Statements,
     table_ready: AtomicBool,
     table_check: tokio::sync::Mutex<()>,
+    locks: Arc<LockSession>,
     redactor: Redactor,
 }
 
@@ -170,7 +171,15 @@ impl PostgresL2 {
             .test_before_acquire(false)
             .idle_timeout(Some(Duration::from_secs(300)))
             .connect_lazy_with(connect_options.clone());
-        Ok(PostgresL2 { pool, connect_options, sql: Statements::new(config), table_ready: AtomicBool::new(false), table_check: Default::default(), redactor })
+        Ok(PostgresL2 {
+            pool,
+            locks: Arc::new(LockSession::new(connect_options.clone())),
+            connect_options,
+            sql: Statements::new(config),
+            table_ready: AtomicBool::new(false),
+            table_check: Default::default(),
+            redactor,
+        })
     }
 
     fn error(&self, context: &str, e: sqlx::Error) -> CacheError {
@@ -314,17 +323,11 @@ impl PostgresL2 {
         Ok(total)
     }
 
-    /// Takes the session-level advisory lock of `key` on a connection held until release, so the lock dies with
-    /// the session if this process dies.
+    /// Takes the session-level advisory lock of `key` on the store's lock session; `None` when another session
+    /// holds it.
     pub async fn try_lock(&self, key: &str) -> Result<Option<AdvisoryLock>> {
-        let mut conn = self.pool.acquire().await.map_err(|e| self.error("lock", e))?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(ADVISORY_CLASS_LOAD)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| self.error("lock", e))?;
-        Ok(locked.then(|| AdvisoryLock { conn: Some(conn), key: key.to_owned() }))
+        let locked = self.locks.try_lock(key).await.map_err(|e| self.error("lock", e))?;
+        Ok(locked.then(|| AdvisoryLock { session: Some(self.locks.clone()), key: key.to_owned() }))
     }
 
     /// A dedicated `LISTEN` connection for the invalidation bus.
@@ -342,37 +345,72 @@ impl PostgresL2 {
     }
 }
 
-/// A held Postgres advisory lock on a connection of the pool.
+/// The one connection, outside the pool, that holds every advisory lock of a store.
+///
+/// Holding each lock on a pooled connection would pin one connection per load in progress, and a burst of cold keys
+/// would then starve the very queries the loads need. A session holds any number of locks, and they all end with it:
+/// when this process dies, or when the connection breaks (then other processes may load too, which is safe).
+pub struct LockSession {
+    options: PgConnectOptions,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl LockSession {
+    fn new(options: PgConnectOptions) -> Self {
+        LockSession { options, conn: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn try_lock(&self, key: &str) -> std::result::Result<bool, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(self.options.connect().await?);
+        }
+        let session = conn.as_mut().expect("connected above");
+        let locked = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(ADVISORY_CLASS_LOAD)
+            .bind(key)
+            .fetch_one(session)
+            .await;
+        if locked.is_err() {
+            *conn = None;
+        }
+        locked
+    }
+
+    /// Unlocking on a session that was replaced since the lock was taken finds no lock: the old session took it along.
+    async fn unlock(&self, key: &str) {
+        let mut conn = self.conn.lock().await;
+        let Some(session) = conn.as_mut() else { return };
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(ADVISORY_CLASS_LOAD)
+            .bind(key)
+            .execute(session)
+            .await;
+        if unlocked.is_err() {
+            *conn = None;
+        }
+    }
+}
+
+/// A held advisory lock of the lock session.
 pub struct AdvisoryLock {
-    conn: Option<PoolConnection<Postgres>>,
+    session: Option<Arc<LockSession>>,
     key: String,
 }
 
 impl AdvisoryLock {
     pub async fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            unlock(conn, &self.key).await;
+        if let Some(session) = self.session.take() {
+            session.unlock(&self.key).await;
         }
-    }
-}
-
-/// A connection goes back to the pool only unlocked; if the unlock fails, closing it ends the session and the lock.
-async fn unlock(mut conn: PoolConnection<Postgres>, key: &str) {
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-        .bind(ADVISORY_CLASS_LOAD)
-        .bind(key)
-        .execute(&mut *conn)
-        .await;
-    if unlocked.is_err() {
-        let _ = conn.close().await;
     }
 }
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(session) = self.session.take() {
             let key = std::mem::take(&mut self.key);
-            crate::runtime::spawn(async move { unlock(conn, &key).await });
+            crate::runtime::spawn(async move { session.unlock(&key).await });
         }
     }
 }

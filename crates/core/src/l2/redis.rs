@@ -137,20 +137,30 @@ impl RedisL2 {
         self.conn().publish(BUS_CHANNEL, message).await.map_err(|e| self.error("bus publish", e))
     }
 
-    /// `SET NX PX` on the lock key of `key` with a random owner token; only the owner's release deletes it.
-    pub async fn try_lock(&self, key: &str, hold_for: Duration) -> Result<Option<TokenLock>> {
+    /// `SET NX PX` on the lock key of `key` with a random owner token; only the owner's release deletes it. When
+    /// another process holds it, says in how many milliseconds its hold runs out.
+    pub async fn try_lock(&self, key: &str, hold_for: Duration) -> Result<super::LockAttempt> {
         let lock_key = format!("{LOCK_PREFIX}{key}");
         let token = format!("{:032x}", rand::random::<u128>());
-        let acquired: Option<String> = redis::cmd("SET")
+        let (acquired, expires_in_ms): (Option<String>, i64) = redis::pipe()
+            .cmd("SET")
             .arg(&lock_key)
             .arg(&token)
             .arg("NX")
             .arg("PX")
             .arg(hold_for.as_millis().max(1) as u64)
+            .pttl(&lock_key)
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.error("lock", e))?;
-        Ok(acquired.map(|_| TokenLock { manager: Some(self.conn()), lock_key, token }))
+        Ok(match acquired {
+            Some(_) => super::LockAttempt::Acquired(super::LoadLock::Redis(TokenLock {
+                manager: Some(self.conn()),
+                lock_key,
+                token,
+            })),
+            None => super::LockAttempt::Held { expires_in_ms: u64::try_from(expires_in_ms).ok() },
+        })
     }
 
     /// A dedicated pub/sub connection subscribed to the bus channel: a stream of payloads that ends when the

@@ -1,0 +1,13 @@
+import type { ReactNode } from 'react'
+
+export const metadata = {
+  title: 'tiered-cache Next.js example',
+}
+
+export default function RootLayout({ children }: { children: ReactNode }) {
+  return (
+    <html lang="en">
+      <body>{children}</body>
+    </html>
+  )
+}

@@ -1,0 +1,3 @@
+import { defineE2eSuite } from './e2e-suite'
+
+defineE2eSuite('postgres', 0)
