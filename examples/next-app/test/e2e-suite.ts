@@ -16,22 +16,6 @@ const EXPECTED_TTLS = { tenant: 300, session: 86_400, permission: 300, menu: 600
 const CONCURRENT_GETS = 200
 const SIGTERM_GRACE_MS = 5_000
 const PUT_ROUNDS = 20
-// Invalidations reach other instances over the bus, after the writer's call returns: issue 3 bounds that delay at
-// 100 ms. A GET on another instance in that window may still answer from its L1.
-const BUS_DELAY_BOUND_MS = 100
-
-/** Calls `read` until `done` holds or the bus delay bound has passed; says whether the very first read was done. */
-async function pollUntil<T>(read: () => Promise<T>, done: (value: T) => boolean) {
-  const started = performance.now()
-  let last = await read()
-  const first = done(last)
-  while (!done(last) && performance.now() - started < BUS_DELAY_BOUND_MS) {
-    await new Promise((resolve) => setTimeout(resolve, 2))
-    last = await read()
-  }
-  return { first, last, ms: Math.round(performance.now() - started) }
-}
-
 function cacheUrl(backend: Backend): string {
   return backend === 'postgres' ? DATABASE_URL : process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379'
 }
@@ -196,9 +180,10 @@ export function defineE2eSuite(backend: Backend, seededSlugOffset: number): void
     t.is(seen.body.tenant?.name, before?.name)
   })
 
-  test.serial(`${backend}: a PUT on server 1 is seen on server 2 within ${BUS_DELAY_BOUND_MS} ms, with the new data`, async (t) => {
+  // The PUT's invalidation resolves once its bus message came back to server 1, so server 2 was sent it too: the
+  // very next GET there must already miss its L1 copy and read the new row.
+  test.serial(`${backend}: a PUT on server 1 is seen by the next GET on server 2, with the new data`, async (t) => {
     const slug = seededSlug(3)
-    const staleForMs: number[] = []
     for (let round = 1; round <= PUT_ROUNDS; round += 1) {
       const warm = await getTenant(server2, slug)
       t.true(warm.body.cached, `round ${round}: server 2 should hold the tenant before the update`)
@@ -208,18 +193,13 @@ export function defineE2eSuite(backend: Backend, seededSlugOffset: number): void
       const put = await putTenant(server1, slug, { name, settings: { branding: { primaryColor } } })
       t.is(put.status, 200, `round ${round}`)
 
-      const { first, ms, last } = await pollUntil(() => getTenant(server2, slug), (a) => a.body.tenant?.name === name)
-      t.is(last.body.tenant?.name, name, `round ${round}: server 2 still answered the old name after ${ms} ms`)
-      t.deepEqual(last.body.tenant?.settings, { branding: { primaryColor } })
-      if (!first) staleForMs.push(ms)
+      const next = await getTenant(server2, slug)
+      t.is(next.body.tenant?.name, name, `round ${round}: the next GET on server 2 answered the old name`)
+      t.deepEqual(next.body.tenant?.settings, { branding: { primaryColor } })
       // Once seen, the new data stays: a late message or an L2 copy must not bring the old name back.
       t.is((await getTenant(server2, slug)).body.tenant?.name, name)
     }
     t.is((await database.tenant(slug))?.name, `Renamed Bistro ${run} ${PUT_ROUNDS}`)
-    t.log(
-      `${PUT_ROUNDS - staleForMs.length}/${PUT_ROUNDS} first GETs on server 2 after the PUT were fresh; ` +
-        `the others turned fresh after ${JSON.stringify(staleForMs)} ms`,
-    )
   })
 
   test.serial(`${backend}: ${CONCURRENT_GETS} concurrent GETs of one cold tenant over both servers read the database once`, async (t) => {
