@@ -242,7 +242,9 @@ export declare class Cache {
   get<T = unknown>(key: string): Promise<T | undefined>
 
   /**
-   * Writes a value to the L2 (one upsert or `SET ... PX`) and the L1, then announces it on the bus.
+   * Writes a value to the L2 (one upsert or `SET ... PX`, carrying the bus announcement in the same round trip) and the
+   * L1. Other instances drop their copy within the bus delay (milliseconds); to have the next read on every instance
+   * see a change, `delete` the key instead, which waits for its announcement to come back.
    * @param ttl - seconds, or `{ ttl }`; default the cache's `ttl`.
    * Never rejects for an L2 failure: the L1 still gets the value, and the failure goes to `onError`.
    * @throws synchronously, with nothing written: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`,
@@ -262,7 +264,9 @@ export declare class Cache {
   getOrSet<T = unknown>(key: string, loader: () => T | Promise<T>, ttl?: TtlArgument): Promise<T>
 
   /**
-   * Removes keys from both tiers and announces it on the bus.
+   * Removes keys from both tiers and announces it on the bus. Resolves once the announcement has come back on this
+   * process's own bus subscription (at most `l2Timeout` later), so other instances have been sent it as well: a read
+   * on another instance right after this resolves sees the removal.
    * @returns how many of them existed in the L2 (in the L1 when memory only); `0` when the L2 is down.
    * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously, nothing removed; `Error` `ERR_CACHE_CLOSED`.
    */
@@ -276,7 +280,8 @@ export declare class Cache {
 
   /**
    * Removes every entry of this namespace, and only of it, from both tiers (Redis: `SCAN` + `UNLINK` in batches;
-   * Postgres: one `DELETE` on the key prefix), and announces it on the bus.
+   * Postgres: one `DELETE` on the key prefix), and announces it on the bus; resolves once the announcement has come
+   * back, as for `delete`.
    * @throws `Error` `ERR_CACHE_CLOSED`.
    */
   clear(): Promise<void>
@@ -284,7 +289,8 @@ export declare class Cache {
   /**
    * Removes the keys of this namespace matching a glob: `*` any run of characters, `?` exactly one character, `\`
    * makes the next character literal. Every other character, `%` and `_` included, matches only itself. Redis uses
-   * `SCAN MATCH` + `UNLINK` in batches (never `KEYS`); Postgres a `LIKE` with its wildcards escaped.
+   * `SCAN MATCH` + `UNLINK` in batches (never `KEYS`); Postgres a `LIKE` with its wildcards escaped. Announced on the
+   * bus and resolved once the announcement has come back, as for `delete`.
    * @returns the number of entries removed from the L2 (from the L1 when memory only).
    * @throws `TypeError` `ERR_CACHE_INVALID_PATTERN` synchronously; `Error` `ERR_CACHE_CLOSED`.
    */
