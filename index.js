@@ -39,6 +39,7 @@ function serialize(value) {
 }
 
 const MAX_TTL_SECONDS = 2_592_000
+const DEFAULT_L1_MAX_ENTRIES = 10_000
 
 /**
  * Checked here, not only natively, because a getOrSet answered from the L1 never reaches native code with its TTL,
@@ -55,8 +56,47 @@ function ttlSeconds(ttl) {
   )
 }
 
-function parseJson(json) {
-  return json == null ? undefined : JSON.parse(json)
+function deepFreeze(value) {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const key of Object.keys(value)) deepFreeze(value[key])
+  }
+  return value
+}
+
+/**
+ * With `immutable: true`, the values this thread parsed, by key, with the L1 version they were parsed from: an L1
+ * hit whose version has not moved hands back the same frozen value instead of parsing the JSON text again. Bounded
+ * like the L1; the oldest parse goes first.
+ */
+class FrozenValues {
+  #byKey = new Map()
+  #max
+
+  constructor(max) {
+    this.#max = max
+  }
+
+  l1Get(native, key) {
+    const version = native.l1Version(key)
+    if (version < 0) {
+      this.#byKey.delete(key)
+      return undefined
+    }
+    const known = this.#byKey.get(key)
+    if (known !== undefined && known.version === version) return known.value
+    const json = native.l1Peek(key)
+    if (json == null) return undefined
+    const value = deepFreeze(JSON.parse(json))
+    this.#byKey.delete(key)
+    this.#byKey.set(key, { version, value })
+    if (this.#byKey.size > this.#max) this.#byKey.delete(this.#byKey.keys().next().value)
+    return value
+  }
+
+  clear() {
+    this.#byKey.clear()
+  }
 }
 
 function errorMessage(error) {
@@ -80,14 +120,20 @@ class Cache {
   #report
   /** Per-thread single-flight: the JSON text each in-progress getOrSet load will produce, by key. */
   #loads = new Map()
+  /** `immutable: true`: the frozen values of this thread; `null` otherwise. */
+  #frozen = null
+  #parse = JSON.parse
 
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
       throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'options must be an object')
     }
-    const { onError, ...rest } = options
+    const { onError, immutable, ...rest } = options
     if (onError !== undefined && typeof onError !== 'function') {
       throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'option `onError` must be a function')
+    }
+    if (immutable !== undefined && typeof immutable !== 'boolean') {
+      throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'option `immutable` must be a boolean')
     }
     for (const [name, value] of Object.entries(rest)) {
       if (typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint') {
@@ -97,6 +143,18 @@ class Cache {
     }
     this.#report = reporterFor(onError) ?? (() => {})
     this.#native = new NativeCache(rest, reporterFor(onError))
+    if (immutable) {
+      const l1 = rest.l1
+      this.#frozen = new FrozenValues(l1 && typeof l1.maxEntries === 'number' ? l1.maxEntries : DEFAULT_L1_MAX_ENTRIES)
+      this.#parse = (json) => deepFreeze(JSON.parse(json))
+    }
+  }
+
+  /** The L1 hit of `key` as a value, or `undefined` on an L1 miss. */
+  #l1Value(key) {
+    if (this.#frozen !== null) return this.#frozen.l1Get(this.#native, key)
+    const json = this.#native.l1Get(key)
+    return json == null ? undefined : JSON.parse(json)
   }
 
   get namespace() {
@@ -113,11 +171,11 @@ class Cache {
 
   get(key) {
     checkKey(key)
-    const json = this.#native.l1Get(key)
-    if (json != null) return Promise.resolve(JSON.parse(json))
+    const hit = this.#l1Value(key)
+    if (hit !== undefined) return Promise.resolve(hit)
     return this.#native.get(key).then((read) => {
       this.#absorbed(read.error)
-      return parseJson(read.json)
+      return read.json == null ? undefined : this.#parse(read.json)
     })
   }
 
@@ -133,15 +191,15 @@ class Cache {
       throw cacheError(TypeError, 'ERR_CACHE_INVALID_LOADER', `a loader must be a function; got ${typeof loader}`)
     }
     const seconds = ttlSeconds(ttl)
-    const json = this.#native.l1Get(key)
-    if (json != null) return Promise.resolve(JSON.parse(json))
+    const hit = this.#l1Value(key)
+    if (hit !== undefined) return Promise.resolve(hit)
     let load = this.#loads.get(key)
     if (load === undefined) {
       load = this.#load(key, loader, seconds).finally(() => this.#loads.delete(key))
       this.#loads.set(key, load)
     }
-    // Each caller parses its own copy: no two callers ever share one mutable object.
-    return load.then(JSON.parse)
+    // Each caller parses its own copy (or gets a frozen one): no two callers ever share one mutable object.
+    return load.then(this.#parse)
   }
 
   async #load(key, loader, seconds) {
@@ -197,6 +255,7 @@ class Cache {
   close() {
     this.#native.close()
     this.#loads.clear()
+    this.#frozen?.clear()
     return Promise.resolve()
   }
 }

@@ -234,6 +234,26 @@ for (const backend of BACKENDS) {
     await cache.close()
   })
 
+  test(`${name}: immutable values are frozen, shared until the entry changes, and never stale`, async (t) => {
+    const cache = cacheFor(backend, { immutable: true })
+    await cache.set('tenant:acme', tenant)
+    const first = await cache.get<typeof tenant>('tenant:acme')
+    t.deepEqual(first, tenant)
+    t.true(Object.isFrozen(first) && Object.isFrozen(first?.settings), 'deeply frozen')
+    t.false(Reflect.set(first as object, 'name', 'mutated'), 'a frozen value refuses writes')
+    t.is(first?.name, tenant.name)
+    t.is(await cache.get('tenant:acme'), first, 'an unchanged L1 entry hands back the same frozen value')
+    await cache.set('tenant:acme', { ...tenant, name: 'Acme 2' })
+    const second = await cache.get<typeof tenant>('tenant:acme')
+    t.is(second?.name, 'Acme 2', 'a write is seen at once')
+    t.not(second, first)
+    t.true(Object.isFrozen(await cache.getOrSet('loaded', () => ({ a: [1] }))))
+    await cache.delete('tenant:acme')
+    t.is(await cache.get('tenant:acme'), undefined)
+    t.is((await cache.stats()).l1Hits, 3, 'hits through the frozen values are counted like any L1 hit')
+    await cache.close()
+  })
+
   test(`${name}: stats count hits, misses, sets and deletes`, async (t) => {
     const cache = cacheFor(backend)
     await cache.set('a', 1)
@@ -267,6 +287,7 @@ test('options: every invalid option is a TypeError naming it', (t) => {
     [{ maxKeyLength: 0 }, 'maxKeyLength'],
     [{ maxValueBytes: 1.5 }, 'maxValueBytes'],
     [{ onError: 'log' }, 'onError'],
+    [{ immutable: 'yes' }, 'immutable'],
     [{ tll: 300 }, 'tll'],
   ]
   for (const [options, option] of cases) {

@@ -23,7 +23,7 @@ use tiered_cache_core::store::{ErrorSink, LoadLease, LoadStep, Outcome, Store};
 use tiered_cache_core::ttl::per_call_ttl_ms;
 use tiered_cache_core::{CacheError, ErrorKind};
 
-use promise::spawn_promise;
+use promise::Settler;
 
 /// An error as data, for the JavaScript side to raise or report.
 #[napi(object)]
@@ -128,6 +128,7 @@ pub struct NativeCache {
     handle: HandleConfig,
     leases: Arc<Mutex<HashMap<u32, LoadLease>>>,
     next_lease: AtomicU32,
+    settler: Settler,
     _error_sink: Option<Arc<dyn ErrorSink>>,
 }
 
@@ -154,6 +155,7 @@ impl NativeCache {
             handle: config.handle,
             leases: Default::default(),
             next_lease: AtomicU32::new(1),
+            settler: Settler::new(&env)?,
             _error_sink: error_sink,
         })
     }
@@ -204,10 +206,26 @@ impl NativeCache {
         Ok(store.l1_get(&key).map(JsonText))
     }
 
+    /// The version of an L1 hit (it changes with every write of the key), counted as a hit; -1 on an L1 miss. Lets
+    /// the JavaScript side reuse what it parsed last time without copying the JSON text again.
+    #[napi(catch_unwind)]
+    pub fn l1_version(&self, env: Env, key: String) -> Result<f64> {
+        validate_key(&key, self.handle.max_key_len).map_err(|e| throw(&env, e))?;
+        let store = self.store.as_ref().ok_or_else(|| throw(&env, closed()))?;
+        Ok(store.l1_get(&key).map_or(-1.0, |entry| entry.version as f64))
+    }
+
+    /// The JSON text of an L1 entry, without counting a hit: after `l1Version` counted it.
+    #[napi(catch_unwind)]
+    pub fn l1_peek(&self, env: Env, key: String) -> Result<Option<JsonText>> {
+        let store = self.store.as_ref().ok_or_else(|| throw(&env, closed()))?;
+        Ok(store.l1_peek(&key).map(JsonText))
+    }
+
     #[napi(catch_unwind)]
     pub fn get<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
         let store = self.checked_key(env, &key)?;
-        spawn_promise(env, async move {
+        self.settler.promise(env, async move {
             let read = store.get(&key).await;
             ReadResult { json: read.value.map(|json| json.as_str().to_owned()), error: error_info(read.error) }
         })
@@ -218,7 +236,7 @@ impl NativeCache {
         let store = self.checked_key(env, &key)?;
         self.checked_value(env, &json)?;
         let ttl_ms = self.ttl_ms(env, ttl_seconds)?;
-        spawn_promise(env, async move { error_info(store.set(&key, json, ttl_ms).await.error) })
+        self.settler.promise(env, async move { error_info(store.set(&key, json, ttl_ms).await.error) })
     }
 
     #[napi(catch_unwind)]
@@ -227,13 +245,13 @@ impl NativeCache {
         for key in &keys {
             validate_key(key, self.handle.max_key_len).map_err(|e| throw(env, e))?;
         }
-        spawn_promise(env, async move { count_result(store.delete(keys).await) })
+        self.settler.promise(env, async move { count_result(store.delete(keys).await) })
     }
 
     #[napi(catch_unwind)]
     pub fn has<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
         let store = self.checked_key(env, &key)?;
-        spawn_promise(env, async move {
+        self.settler.promise(env, async move {
             let found = store.has(&key).await;
             CountResult { count: if found.value { 1.0 } else { 0.0 }, error: error_info(found.error) }
         })
@@ -242,7 +260,7 @@ impl NativeCache {
     #[napi(catch_unwind)]
     pub fn clear<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let store = self.store(env)?;
-        spawn_promise(env, async move { count_result(store.clear().await) })
+        self.settler.promise(env, async move { count_result(store.clear().await) })
     }
 
     #[napi(catch_unwind)]
@@ -250,7 +268,7 @@ impl NativeCache {
         let max_len = (self.handle.max_key_len * 2 + 2).max(1024);
         let pattern = Pattern::parse(&glob, max_len).map_err(|e| throw(env, e))?;
         let store = self.store(env)?;
-        spawn_promise(env, async move { count_result(store.invalidate_pattern(&pattern, &glob).await) })
+        self.settler.promise(env, async move { count_result(store.invalidate_pattern(&pattern, &glob).await) })
     }
 
     /// Starts a `getOrSet`; a `lease` in the result means: run the loader, then `completeLoad` or `failLoad`.
@@ -259,7 +277,7 @@ impl NativeCache {
         let store = self.checked_key(env, &key)?;
         let leases = self.leases.clone();
         let lease_id = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        spawn_promise(env, async move {
+        self.settler.promise(env, async move {
             let started = store.begin_load(&key).await;
             let mut result = LoadResult { json: None, lease: None, failure: None, error: error_info(started.error) };
             match started.value {
@@ -284,7 +302,7 @@ impl NativeCache {
         let checked = self.checked_value(env, &json).and_then(|()| self.ttl_ms(env, ttl_seconds));
         match (checked, self.take_lease(lease)) {
             (Ok(ttl_ms), Some(lease)) => {
-                spawn_promise(env, async move { error_info(lease.complete(json, ttl_ms).await.error) })
+                self.settler.promise(env, async move { error_info(lease.complete(json, ttl_ms).await.error) })
             }
             (Ok(_), None) => Err(throw(env, closed())),
             (Err(refused), lease) => {
@@ -302,7 +320,7 @@ impl NativeCache {
     #[napi(catch_unwind)]
     pub fn fail_load<'env>(&self, env: &'env Env, lease: u32, message: String) -> Result<Object<'env>> {
         let taken = self.take_lease(lease);
-        spawn_promise(env, async move {
+        self.settler.promise(env, async move {
             if let Some(lease) = taken {
                 lease.fail(message).await;
             }

@@ -174,6 +174,11 @@ impl Store {
         Some(entry)
     }
 
+    /// An L1 entry without counting anything: for a caller that already counted this read.
+    pub fn l1_peek(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.inner.l1.as_ref()?.get(key)
+    }
+
     /// Reads a key from the L1, else from the L2 (copying it into the L1).
     pub async fn get(&self, key: &str) -> Outcome<Option<Json>> {
         self.inner.get(key).await
