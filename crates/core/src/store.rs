@@ -257,10 +257,11 @@ impl Store {
                     // The L2 is failing: lead without asking it for a lock.
                     return Outcome { value: LoadStep::Lead(self.lease(key, Some(flight), None)), error: read.error };
                 }
+                let epoch_before_wait = inner.epoch();
                 let locked = inner.lock_or_wait(key).await;
                 let value = match locked.value {
                     LockStep::Loaded(hit) => {
-                        let json = inner.fill_l1_from(key, hit, inner.epoch());
+                        let json = inner.fill_l1_from(key, hit, epoch_before_wait);
                         inner.flights.finish(key, &flight, Ok(Arc::from(json.as_str())));
                         LoadStep::Hit(json)
                     }
