@@ -179,7 +179,13 @@ export interface CacheOptions {
 /** A per-call TTL: a number of seconds, or `{ ttl }`. Integer from 1 to 2592000. Default: the cache's `ttl`. */
 export type TtlArgument = number | { ttl?: number }
 
-/** Counters of a cache, since it was created. Shared by every `Cache` of the process on the same L2, namespace and settings. */
+/**
+ * Counters of a cache, since it was created. Shared by every `Cache` of the process on the same L2, namespace and
+ * settings. `hits` and `misses` count the reads that reached the native store. A `getOrSet` that joins a load already
+ * in progress in its own thread shares that call and is not counted again; one that waits for a load in another
+ * thread or process counts in `lockWaits`. `loaderCalls` against the number of `getOrSet` calls you made is the
+ * measure of what single-flight saved.
+ */
 export interface CacheStats {
   /** Reads answered with a value (L1 or L2), including cached `null`s. */
   hits: number

@@ -3,6 +3,7 @@
 //! the public `Cache`.
 
 #![deny(clippy::all)]
+#![warn(missing_docs)]
 
 mod promise;
 
@@ -28,7 +29,9 @@ use promise::Settler;
 /// An error as data, for the JavaScript side to raise or report.
 #[napi(object)]
 pub struct ErrorInfo {
+    /// The stable code, e.g. `ERR_CACHE_L2_TIMEOUT`; `index.js` sets it as the raised error's `code`.
     pub code: String,
+    /// Free of credentials, as every [`CacheError`] message.
     pub message: String,
 }
 
@@ -45,23 +48,31 @@ fn error_info(error: Option<CacheError>) -> Option<ErrorInfo> {
 /// The answer of an L2 read: the JSON text, or nothing on a miss, with the failure it absorbed.
 #[napi(object)]
 pub struct ReadResult {
+    /// The value's JSON text; `undefined` on a miss, or when the L2 failed.
     pub json: Option<String>,
+    /// The L2 failure the read degraded on, for `onError`.
     pub error: Option<ErrorInfo>,
 }
 
 /// A count (or a boolean as 0/1), with the failure it absorbed.
 #[napi(object)]
 pub struct CountResult {
+    /// Live entries removed, or 1/0 for `has`; a JavaScript number, so exact up to 2^53. 0 when the L2 failed.
     pub count: f64,
+    /// The L2 or bus failure the call degraded on, for `onError`.
     pub error: Option<ErrorInfo>,
 }
 
 /// The start of a `getOrSet`: the JSON text, or a lease id to load with, or the error of another thread's loader.
 #[napi(object)]
 pub struct LoadResult {
+    /// The JSON text: cached, or loaded by another thread or process.
     pub json: Option<String>,
+    /// Set when this caller must run the loader, then pass this id to `completeLoad` or `failLoad`.
     pub lease: Option<u32>,
+    /// The `ERR_CACHE_LOADER_FAILED` of another thread's loader: raised to this caller too.
     pub failure: Option<ErrorInfo>,
+    /// An L2 failure absorbed on the way, for `onError`; the call went on without the L2.
     pub error: Option<ErrorInfo>,
 }
 
@@ -188,11 +199,13 @@ impl NativeCache {
         Ok(())
     }
 
+    /// The store's namespace; `""` once closed.
     #[napi(getter)]
     pub fn namespace(&self) -> String {
         self.store.as_ref().map_or_else(String::new, |s| s.config().namespace.clone())
     }
 
+    /// `"postgres"`, `"redis"` or `"memory"`; `"memory"` once closed.
     #[napi(getter)]
     pub fn backend(&self) -> &'static str {
         self.store.as_ref().map_or("memory", |s| s.backend())
@@ -222,6 +235,8 @@ impl NativeCache {
         Ok(store.l1_peek(&key).map(JsonText))
     }
 
+    /// Reads a key from the L1, else the L2: a Promise of a [`ReadResult`]. Throws `ERR_CACHE_INVALID_KEY` or
+    /// `ERR_CACHE_CLOSED` at once; L2 failures come back in the result.
     #[napi(catch_unwind)]
     pub fn get<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
         let store = self.checked_key(env, &key)?;
@@ -231,6 +246,9 @@ impl NativeCache {
         })
     }
 
+    /// Writes `json` for `ttl_seconds` (whole seconds, 1 to 30 days; default the `ttl` option) to both tiers: a
+    /// Promise of the absorbed failure, or of nothing. Throws `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_VALUE_TOO_LARGE`
+    /// (a `RangeError`), `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
     pub fn set<'env>(&self, env: &'env Env, key: String, json: String, ttl_seconds: Option<f64>) -> Result<Object<'env>> {
         let store = self.checked_key(env, &key)?;
@@ -239,6 +257,8 @@ impl NativeCache {
         self.settler.promise(env, async move { error_info(store.set(&key, json, ttl_ms).await.error) })
     }
 
+    /// Removes keys from both tiers: a Promise of a [`CountResult`] of the live entries removed. Throws
+    /// `ERR_CACHE_CLOSED` or, for any one bad key and before removing anything, `ERR_CACHE_INVALID_KEY`.
     #[napi(catch_unwind)]
     pub fn delete<'env>(&self, env: &'env Env, keys: Vec<String>) -> Result<Object<'env>> {
         let store = self.store(env)?;
@@ -248,6 +268,8 @@ impl NativeCache {
         self.settler.promise(env, async move { count_result(store.delete(keys).await) })
     }
 
+    /// Whether a live entry exists in either tier, counting neither hit nor miss: a Promise of a [`CountResult`] of
+    /// 1 or 0. Throws `ERR_CACHE_INVALID_KEY` or `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
     pub fn has<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
         let store = self.checked_key(env, &key)?;
@@ -257,12 +279,16 @@ impl NativeCache {
         })
     }
 
+    /// Removes every key of the namespace: a Promise of a [`CountResult`]. Throws `ERR_CACHE_CLOSED`.
     #[napi(catch_unwind)]
     pub fn clear<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let store = self.store(env)?;
         self.settler.promise(env, async move { count_result(store.clear().await) })
     }
 
+    /// Removes the namespace's keys matching a glob (`*`, `?`, `\`): a Promise of a [`CountResult`]. Throws
+    /// `ERR_CACHE_INVALID_PATTERN` (empty, a lone trailing `\`, or longer than max(2 × `maxKeyLength` + 2, 1024)
+    /// bytes) or `ERR_CACHE_CLOSED`.
     #[napi(catch_unwind)]
     pub fn invalidate_pattern<'env>(&self, env: &'env Env, glob: String) -> Result<Object<'env>> {
         let max_len = (self.handle.max_key_len * 2 + 2).max(1024);

@@ -41,6 +41,8 @@ pub struct Settler {
 }
 
 impl Settler {
+    /// Builds the settling function on `env`'s thread, unreferenced until a call is in flight. Fails only when
+    /// napi cannot create it.
     pub fn new(env: &Env) -> Result<Self> {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let raw_cell = Arc::new(AtomicPtr::new(ptr::null_mut()));

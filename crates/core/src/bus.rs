@@ -18,20 +18,25 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CacheError, ErrorKind};
 use crate::l2::L2;
 
-/// What a bus message asks receivers to drop.
+/// What a bus message asks receivers to drop. The one-letter names on the wire leave more of a payload for keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "o")]
 pub enum BusOp {
+    /// Drop these keys (`set`, `delete`).
     #[serde(rename = "k")]
     Keys {
+        /// Keys without their namespace, as the L1 holds them.
         #[serde(rename = "k")]
         keys: Vec<String>,
     },
+    /// Drop the keys matching a glob (`invalidatePattern`).
     #[serde(rename = "p")]
     Pattern {
+        /// The glob as the caller wrote it; each receiver parses it again.
         #[serde(rename = "p")]
         pattern: String,
     },
+    /// Drop the whole namespace: `clear`, or an operation too large for one message.
     #[serde(rename = "c")]
     Clear,
 }
@@ -39,18 +44,22 @@ pub enum BusOp {
 /// One invalidation message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusMessage {
+    /// The sending store's random id: a store skips its own messages, apart from taking them as delivery receipts.
     #[serde(rename = "s")]
     pub sender: u64,
+    /// Stores of other namespaces on the same L2 ignore the message.
     #[serde(rename = "n")]
     pub namespace: String,
     /// Numbered per sender, so a sender can tell when its own message has come back to it.
     #[serde(rename = "q", default)]
     pub seq: u64,
+    /// What to drop; flattened into the message, tagged by `o`.
     #[serde(flatten)]
     pub op: BusOp,
 }
 
 impl BusMessage {
+    /// Parses a payload; `None` for anything else, which receivers ignore: others may publish on the channel too.
     pub fn decode(payload: &str) -> Option<BusMessage> {
         serde_json::from_str(payload).ok()
     }
@@ -149,6 +158,7 @@ impl Bus {
         Bus { shared, task }
     }
 
+    /// Adds a listener, held weakly so that a dropped store stops hearing without unregistering.
     pub fn add_listener(&self, listener: Weak<dyn BusListener>) {
         self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
     }

@@ -14,15 +14,20 @@ use crate::ttl::{seconds_option, ttl_seconds_from_f64, DEFAULT_TTL_SECONDS, MAX_
 /// Which L2 a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
+    /// `postgres://` or `postgresql://`.
     Postgres,
+    /// `redis://`, or `rediss://` for TLS.
     Redis,
 }
 
 /// L1 settings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct L1Config {
+    /// Bound on the entry count (option `l1.maxEntries`, 1 to 2^32; default [`DEFAULT_MAX_ENTRIES`]).
     pub max_entries: u64,
+    /// Bound on the bytes of keys plus JSON text (option `l1.maxBytes`, 1024 to 2^53; default [`DEFAULT_MAX_BYTES`]).
     pub max_bytes: u64,
+    /// Cap on an entry's L1 lifetime, in ms (option `l1.ttl`, given in seconds); `None`: the entry's whole TTL.
     pub ttl_cap_ms: Option<u64>,
 }
 
@@ -31,48 +36,77 @@ pub struct L1Config {
 pub struct StoreConfig {
     /// The L2 URL and the backend it selects; `None` for memory only.
     pub l2: Option<(Backend, url::Url)>,
+    /// Prefix of every L2 key and scope of every bus message (option `namespace`; default `"default"`).
     pub namespace: String,
+    /// `None` when the option `l1` is `false`: every read then goes to the L2.
     pub l1: Option<L1Config>,
+    /// Read only with a Postgres URL, but part of the store's identity whatever the backend.
     pub postgres: PostgresConfig,
+    /// Read only with a Redis URL, but part of the store's identity whatever the backend.
     pub redis: RedisConfig,
+    /// Bound on every L2 call, in ms (option `l2Timeout`, 0.01 to 60 s; default 1 s); past it the call fails with
+    /// `ERR_CACHE_L2_TIMEOUT`, absorbed. Also bounds the wait for an invalidation's own bus echo.
     pub l2_timeout_ms: u64,
+    /// Whether invalidations are published and heard (option `bus`, default `true`); always `false` without an L2.
     pub bus: bool,
+    /// Cap on L1 lifetimes while the bus is not subscribed, in ms (option `busDownL1Ttl`, 1 to 3600 s; default 5 s):
+    /// bounds how long a missed invalidation can leave stale data in the L1.
     pub bus_down_l1_ttl_ms: u64,
+    /// Whether `getOrSet` takes the L2's load lock so that one process loads a key (option `distributedLock`, default
+    /// `true`); always `false` without an L2.
     pub distributed_lock: bool,
+    /// How long a `getOrSet` waits for another loader before loading itself, in ms (option `lockTimeout`, 0.05 to
+    /// 300 s; default 5 s), up to twice that when the lock changes hands; also the hold of a Redis lock.
     pub lock_timeout_ms: u64,
-    /// The default TTL of entries whose L2 copy has no expiry.
+    /// The default TTL of entries whose L2 copy has no expiry, in ms: the option `ttl`, as in
+    /// [`HandleConfig::default_ttl_ms`].
     pub default_ttl_ms: u64,
 }
 
 impl StoreConfig {
+    /// [`Self::l2_timeout_ms`] as a `Duration`.
     pub fn l2_timeout(&self) -> Duration {
         Duration::from_millis(self.l2_timeout_ms)
     }
 
+    /// [`Self::lock_timeout_ms`] as a `Duration`.
     pub fn lock_timeout(&self) -> Duration {
         Duration::from_millis(self.lock_timeout_ms)
     }
 }
 
-/// Settings of one `Cache` handle, on top of its store's.
+/// Settings of one `Cache` handle, on top of its store's. Kept apart so that caches differing only in these still
+/// share one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandleConfig {
+    /// TTL of a write that gives none, in ms (option `ttl`, 1 s to 30 days; default [`DEFAULT_TTL_SECONDS`]).
     pub default_ttl_ms: u64,
+    /// Longest key, in UTF-8 bytes (option `maxKeyLength`, 1 to 65 536; default [`DEFAULT_MAX_KEY_LENGTH`]); a longer
+    /// key fails with `ERR_CACHE_INVALID_KEY`.
     pub max_key_len: usize,
+    /// Longest JSON text of a value, in bytes (option `maxValueBytes`, 1 to 2^31; default [`DEFAULT_MAX_VALUE_BYTES`]);
+    /// a longer one fails with `ERR_CACHE_VALUE_TOO_LARGE`.
     pub max_value_bytes: usize,
 }
 
 /// Everything the options say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The part that selects the shared store (see [`crate::registry::shared_store`]).
     pub store: StoreConfig,
+    /// The part that stays with this handle.
     pub handle: HandleConfig,
 }
 
+/// Default of the option `l2Timeout`, in seconds.
 pub const DEFAULT_L2_TIMEOUT_SECONDS: f64 = 1.0;
+/// Default of the option `lockTimeout`, in seconds.
 pub const DEFAULT_LOCK_TIMEOUT_SECONDS: f64 = 5.0;
+/// Default of the option `busDownL1Ttl`, in seconds.
 pub const DEFAULT_BUS_DOWN_L1_TTL_SECONDS: u64 = 5;
+/// Default of the option `maxKeyLength`, in UTF-8 bytes.
 pub const DEFAULT_MAX_KEY_LENGTH: usize = 255;
+/// Default of the option `maxValueBytes`, in bytes of JSON text (10 MiB).
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 10 * 1024 * 1024;
 
 const TOP_LEVEL: &[&str] = &[
@@ -181,7 +215,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Parses the options object. `env_url` is the value of `CACHE_URL`, used when `url` is absent.
+/// Parses the options object. `env_url` is the value of `CACHE_URL`, used when `url` is absent; no URL at all means
+/// memory only. Fails with `ERR_CACHE_INVALID_OPTION` naming the first bad or unknown option (never quoting a URL).
 pub fn parse(options: &Value, env_url: Option<String>) -> Result<Config> {
     let top = Fields::new("", options, TOP_LEVEL)?;
     let url_option = top.string("url")?;

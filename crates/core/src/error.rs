@@ -71,19 +71,25 @@ impl ErrorKind {
 /// An error with a kind (and so a stable code) and a message that never holds credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheError {
+    /// Decides the code and the JavaScript class.
     pub kind: ErrorKind,
+    /// For people, not for matching (match on the code); never holds a password (see [`crate::l2::Redactor`]).
     pub message: String,
 }
 
 impl CacheError {
+    /// An error of `kind`; `message` must already be free of credentials.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         CacheError { kind, message: message.into() }
     }
 
+    /// `ERR_CACHE_INVALID_OPTION`: "option `name` must be `expected`". It never quotes the value, which may be a
+    /// URL with a password.
     pub fn invalid_option(name: &str, expected: &str) -> Self {
         CacheError::new(ErrorKind::InvalidOption, format!("option `{name}` must be {expected}"))
     }
 
+    /// The stable code of [`Self::kind`], e.g. `ERR_CACHE_L2_TIMEOUT`.
     pub fn code(&self) -> &'static str {
         self.kind.code()
     }
@@ -97,4 +103,5 @@ impl fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
+/// A result whose error is a [`CacheError`] unless said otherwise.
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;

@@ -29,6 +29,8 @@ pub struct Flights {
 }
 
 impl Flights {
+    /// Joins the load of `key`: the first caller leads, and later ones follow until the leader calls
+    /// [`Flights::finish`].
     pub fn join(&self, key: &str) -> Joined {
         let mut in_progress = self.in_progress.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = in_progress.get(key) {
@@ -48,10 +50,12 @@ impl Flights {
         }
     }
 
+    /// How many keys are being loaded now.
     pub fn len(&self) -> usize {
         self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Whether no load is in progress.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

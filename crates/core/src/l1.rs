@@ -24,9 +24,11 @@ static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 /// One L1 entry: the value's JSON text and when it expires.
 #[derive(Debug)]
 pub struct L1Entry {
+    /// The value's JSON text, as V8's `JSON.stringify` produced it or as the L2 returned it.
     pub json: Box<str>,
     /// Whether `json` is ASCII, so a binding can hand it over as Latin-1 without decoding UTF-8.
     pub ascii: bool,
+    /// When the entry stops being served: [`L1::get`] checks it on every read, ahead of moka's lazy reclaiming.
     pub expires_at: Instant,
     /// Unique across the process for every write, so a reader can tell whether the entry changed since it last saw it.
     pub version: u64,
@@ -68,6 +70,7 @@ pub struct L1 {
 }
 
 impl L1 {
+    /// An empty L1 bounded by `max_entries` entries and `max_bytes` bytes of keys plus JSON text.
     pub fn new(max_entries: u64, max_bytes: u64) -> Self {
         let slot_bytes = (max_bytes / max_entries.max(1)).max(1);
         let bytes = Arc::new(AtomicI64::new(0));
@@ -120,7 +123,7 @@ impl L1 {
         keys.iter().filter(|key| self.remove(key)).count() as u64
     }
 
-    /// Drops every entry.
+    /// Drops every entry; returns how many were live.
     pub fn clear(&self) -> u64 {
         let live = self.moka.iter().filter(|(_, entry)| entry.expires_at > Instant::now()).count() as u64;
         self.moka.invalidate_all();
@@ -132,10 +135,14 @@ impl L1 {
         self.moka.run_pending_tasks();
     }
 
+    /// Entries held, as moka counts them: it lags behind writes, and counts expired entries, until
+    /// [`L1::run_pending_tasks`].
     pub fn entry_count(&self) -> u64 {
         self.moka.entry_count()
     }
 
+    /// Bytes of keys plus JSON text held, counted apart from moka's weights (which round small entries up); expired
+    /// entries count until reclaimed.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed).max(0) as u64
     }

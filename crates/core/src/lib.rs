@@ -4,6 +4,8 @@
 //! or Redis), kept coherent across processes by the invalidation [`bus`], with single-flight loads in the process
 //! ([`flight`]) and across processes (the L2's lock). [`registry`] shares stores between the threads of a process.
 
+#![warn(missing_docs)]
+
 pub mod bus;
 pub mod config;
 pub mod error;

@@ -19,10 +19,13 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
         .expect("tiered-cache could not start its tokio runtime")
 });
 
+/// The runtime's handle, to enter where a client (sqlx's pool, redis-rs's connection manager) must be built inside
+/// a runtime. Starts the runtime on first use.
 pub fn handle() -> &'static Handle {
     RUNTIME.handle()
 }
 
+/// Runs `future` on the runtime, from any thread, whether or not that thread has a runtime of its own.
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,

@@ -3,23 +3,28 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
-        /// Live counters of one store.
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
+        /// Live counters of one store, shared by every handle on it.
         #[derive(Debug, Default)]
-        pub struct Stats { $(pub $name: AtomicU64,)* }
+        pub struct Stats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
 
         /// A copy of the counters at one moment, plus the hit rate and the L1 gauges; serialized with the
         /// camelCase names of the public `CacheStats`.
         #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
         #[serde(rename_all = "camelCase")]
         pub struct StatsSnapshot {
-            $(pub $name: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
+            /// `hits / (hits + misses)`, from 0 to 1; 0 before any read.
             pub hit_rate: f64,
+            /// Entries in the L1 (see [`crate::l1::L1::entry_count`]); 0 without an L1.
             pub l1_entries: u64,
+            /// Bytes of keys plus JSON text in the L1 (see [`crate::l1::L1::bytes`]); 0 without an L1.
             pub l1_bytes: u64,
         }
 
         impl Stats {
+            /// Reads every counter; the L1 gauges come from the caller, which owns the L1. The counters are read one
+            /// by one, so a snapshot taken under load may be off by the calls in flight.
             pub fn snapshot(&self, l1_entries: u64, l1_bytes: u64) -> StatsSnapshot {
                 let mut snapshot = StatsSnapshot {
                     $($name: self.$name.load(Ordering::Relaxed),)*
@@ -35,18 +40,31 @@ macro_rules! counters {
 }
 
 counters!(
+    /// Reads answered from either tier (`get`, and `getOrSet` finding the value cached); `has` counts nothing.
     hits,
+    /// Reads that found nothing in either tier, or nothing in the L1 while the L2 failed.
     misses,
+    /// Hits answered by the L1.
     l1_hits,
+    /// Hits answered by the L2 (and copied into the L1).
     l2_hits,
+    /// Writes attempted (`set`, and `getOrSet` storing a loaded value), whether or not the L2 took them.
     sets,
+    /// Live entries removed by `delete`, `invalidatePattern` and `clear`: the L2's count, the L1's when memory only.
     deletes,
+    /// Times a caller of this process was told to run its loader.
     loader_calls,
+    /// Failures absorbed: L2 calls, bus publishes, bus losses and background sweeps.
     errors,
+    /// Bus messages published by this store.
     bus_published,
+    /// Bus messages from other stores of this namespace, each applied to the L1.
     bus_received,
+    /// Times the bus subscription came back after a loss (each dropped the whole L1).
     bus_reconnects,
+    /// `getOrSet` calls that waited for another loader, in this process or another; once per call.
     lock_waits,
+    /// Waits that ran out (`lockTimeout`), after which the caller loaded the value itself.
     lock_timeouts,
 );
 

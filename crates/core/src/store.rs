@@ -40,7 +40,9 @@ const MAX_BUS_PATTERN_BYTES: usize = 1 << 20;
 /// A result that may carry an absorbed L2 failure beside the value the call degraded to.
 #[derive(Debug)]
 pub struct Outcome<T> {
+    /// The answer, or what the call degraded to when the L2 failed (a miss, `false`, 0).
     pub value: T,
+    /// The absorbed failure, already counted in `errors`, for the caller to report (the binding: to `onError`).
     pub error: Option<CacheError>,
 }
 
@@ -53,11 +55,14 @@ impl<T> Outcome<T> {
 /// JSON text read from either tier.
 #[derive(Debug, Clone)]
 pub enum Json {
+    /// Shared with the L1 entry, so reading it copied nothing.
     L1(Arc<L1Entry>),
+    /// Held outside the L1: no L1, a zero L1 lifetime, or the result of another caller's load.
     Text(Arc<str>),
 }
 
 impl Json {
+    /// The JSON text, wherever it is held.
     pub fn as_str(&self) -> &str {
         match self {
             Json::L1(entry) => &entry.json,
@@ -68,6 +73,7 @@ impl Json {
 
 /// Where failures that belong to no call (bus losses, sweeps) are reported.
 pub trait ErrorSink: Send + Sync {
+    /// Called on a thread of the core runtime: hand the error over, do not block.
     fn report(&self, error: &CacheError);
 }
 
@@ -150,6 +156,7 @@ impl Store {
         Ok(Store { inner, background })
     }
 
+    /// The configuration the store was opened with, which is also its key in the registry.
     pub fn config(&self) -> &StoreConfig {
         &self.inner.config
     }
@@ -257,11 +264,10 @@ impl Store {
                     // The L2 is failing: lead without asking it for a lock.
                     return Outcome { value: LoadStep::Lead(self.lease(key, Some(flight), None)), error: read.error };
                 }
-                let epoch_before_wait = inner.epoch();
                 let locked = inner.lock_or_wait(key).await;
                 let value = match locked.value {
-                    LockStep::Loaded(hit) => {
-                        let json = inner.fill_l1_from(key, hit, epoch_before_wait);
+                    LockStep::Loaded { hit, epoch_before_read } => {
+                        let json = inner.fill_l1_from(key, hit, epoch_before_read);
                         inner.flights.finish(key, &flight, Ok(Arc::from(json.as_str())));
                         LoadStep::Hit(json)
                     }
@@ -277,6 +283,7 @@ impl Store {
         LoadLease { inner: self.inner.clone(), key: key.to_owned(), flight, lock }
     }
 
+    /// A snapshot of the counters and the L1 gauges, taken after applying pending L1 housekeeping.
     pub fn stats(&self) -> StatsSnapshot {
         // moka counts lazily; settling it first makes `l1Entries` agree with what was just written.
         self.run_l1_housekeeping();
@@ -312,6 +319,7 @@ pub struct LoadLease {
 }
 
 impl LoadLease {
+    /// The key being loaded, without its namespace.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -349,7 +357,8 @@ impl Drop for LoadLease {
 }
 
 enum LockStep {
-    Loaded(L2Hit),
+    /// Another process loaded the value; `epoch_before_read` is the store epoch just before the read that found it.
+    Loaded { hit: L2Hit, epoch_before_read: u64 },
     Lead(Option<LoadLock>),
 }
 
@@ -583,8 +592,9 @@ impl Inner {
                 _ = tokio::time::sleep(nap) => {}
                 _ = self.l2_activity.notified() => {}
             }
+            let epoch_before_read = self.epoch();
             match self.l2_call(l2.get(&full)).await {
-                Ok(Some(hit)) => return Outcome::ok(LockStep::Loaded(hit)),
+                Ok(Some(hit)) => return Outcome::ok(LockStep::Loaded { hit, epoch_before_read }),
                 Ok(None) => {}
                 Err(error) => return self.absorb(Err(error), LockStep::Lead(None)),
             }
@@ -593,10 +603,11 @@ impl Inner {
 
     /// The holder before us may have stored the value and let go between our miss and our lock.
     async fn recheck_after_lock(&self, l2: &L2, full: &str, lock: LoadLock) -> Outcome<LockStep> {
+        let epoch_before_read = self.epoch();
         match self.l2_call(l2.get(full)).await {
             Ok(Some(hit)) => {
                 lock.release().await;
-                Outcome::ok(LockStep::Loaded(hit))
+                Outcome::ok(LockStep::Loaded { hit, epoch_before_read })
             }
             Ok(None) => Outcome::ok(LockStep::Lead(Some(lock))),
             Err(error) => self.absorb(Err(error), LockStep::Lead(Some(lock))),

@@ -14,32 +14,45 @@ use crate::pattern::Pattern;
 /// A live L2 entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct L2Hit {
+    /// The stored JSON text. Postgres returns its `jsonb` rendering, so key order and spacing may differ from what was
+    /// written.
     pub json: String,
     /// Milliseconds of life left; `None` when the entry has no expiry (written by someone else without one).
     pub remaining_ms: Option<u64>,
 }
 
-/// The L2 backends.
+/// The L2 backends. Any call may fail with `ERR_CACHE_L2_UNAVAILABLE` (no connection), `ERR_CACHE_L2_TIMEOUT` (Redis
+/// reply timeout; the store also bounds every call) or `ERR_CACHE_L2` (any other error from the server).
 pub enum L2 {
+    /// A Prisma-shaped table; the bus is `LISTEN`/`NOTIFY`.
     Postgres(postgres::PostgresL2),
+    /// String keys with a `PX` expiry; the bus is pub/sub.
     Redis(redis::RedisL2),
 }
 
 /// A lock that makes one process the loader of a key. Release it explicitly; dropping it releases it in the
 /// background.
 pub enum LoadLock {
+    /// A session-level advisory lock: it ends with its session, so a crashed holder frees it at once.
     Postgres(postgres::AdvisoryLock),
+    /// A `SET NX PX` key with an owner token: a crashed holder's lock lasts until it expires.
     Redis(redis::TokenLock),
 }
 
 /// What an attempt to take a load lock found.
 pub enum LockAttempt {
+    /// This process is the loader until it releases the lock.
     Acquired(LoadLock),
     /// Another process holds it; its hold runs out in this many milliseconds when the backend can tell.
-    Held { expires_in_ms: Option<u64> },
+    Held {
+        /// `None` on Postgres, whose advisory locks do not expire.
+        expires_in_ms: Option<u64>,
+    },
 }
 
 impl LoadLock {
+    /// Releases the lock and waits for the L2's answer, so that a waiter polling next can take it. Failures are
+    /// ignored: the lock then ends with its session (Postgres) or its expiry (Redis).
     pub async fn release(self) {
         match self {
             LoadLock::Postgres(lock) => lock.release().await,
@@ -57,6 +70,7 @@ impl L2 {
         }
     }
 
+    /// The live entry of a namespaced key, or `None`; never an expired one.
     pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
         match self {
             L2::Postgres(pg) => pg.get(key).await,
@@ -80,6 +94,7 @@ impl L2 {
         }
     }
 
+    /// Whether a live entry exists, without fetching its value.
     pub async fn has(&self, key: &str) -> Result<bool> {
         match self {
             L2::Postgres(pg) => pg.has(key).await,
@@ -146,6 +161,7 @@ impl Redactor {
         Redactor { secrets }
     }
 
+    /// `message` with every collected secret replaced by `***`.
     pub fn redact(&self, message: impl Into<String>) -> String {
         let mut message = message.into();
         for secret in &self.secrets {
@@ -154,6 +170,7 @@ impl Redactor {
         message
     }
 
+    /// A `kind` error reading `context: cause`, redacted, since `cause` may quote the URL or the server's reply.
     pub fn error(&self, kind: ErrorKind, context: &str, cause: impl std::fmt::Display) -> CacheError {
         CacheError::new(kind, self.redact(format!("{context}: {cause}")))
     }

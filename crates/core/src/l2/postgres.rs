@@ -36,10 +36,18 @@ const NOW_UTC: &str = "(now() AT TIME ZONE 'UTC')";
 /// Settings of the Postgres L2.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PostgresConfig {
+    /// Table name, unquoted (option `postgres.table`, 1 to 63 bytes; default `cache_entries`, the Prisma model's).
+    /// Created when absent.
     pub table: String,
+    /// Schema of the table (option `postgres.schema`); `None` follows the connection's `search_path`.
     pub schema: Option<String>,
+    /// Whether a table this crate creates is `UNLOGGED` (option `postgres.unlogged`, default `false`): faster
+    /// writes, but emptied by a crash and not replicated. An existing table is left as it is.
     pub unlogged: bool,
+    /// Most pooled connections of the store (option `postgres.poolSize`, 1 to 1000; default 10). The lock session
+    /// and the bus listener connect outside the pool.
     pub pool_size: u32,
+    /// Period of the expiry sweep, in ms (option `postgres.cleanupInterval`, 1 to 86 400 s; default 60 s).
     pub cleanup_interval_ms: u64,
 }
 
@@ -240,6 +248,7 @@ impl PostgresL2 {
         Ok(())
     }
 
+    /// The live row of `key`, its remaining life by the database clock; creates the table first if needed.
     pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
         self.ensure_table().await?;
         let row = sqlx::query(&self.sql.get)
@@ -253,6 +262,8 @@ impl PostgresL2 {
         }))
     }
 
+    /// Upserts the row of `key`, expiring `ttl_ms` from now. `bus_message` is notified in the same statement, so it
+    /// goes out exactly when the write commits.
     pub async fn set(&self, key: &str, json: &str, ttl_ms: u64, bus_message: Option<&str>) -> Result<()> {
         self.ensure_table().await?;
         let query = match bus_message {
@@ -268,6 +279,7 @@ impl PostgresL2 {
         Ok(())
     }
 
+    /// Deletes the rows of `keys`; returns how many were live (expired rows go too, uncounted).
     pub async fn delete(&self, keys: &[String]) -> Result<u64> {
         self.ensure_table().await?;
         let removed: i64 = sqlx::query_scalar(&self.sql.delete)
@@ -278,11 +290,13 @@ impl PostgresL2 {
         Ok(removed as u64)
     }
 
+    /// Whether a live row of `key` exists.
     pub async fn has(&self, key: &str) -> Result<bool> {
         self.ensure_table().await?;
         sqlx::query_scalar(&self.sql.has).bind(key).fetch_one(&self.pool).await.map_err(|e| self.error("has", e))
     }
 
+    /// Deletes the namespace's rows whose key is `LIKE` the pattern, in one statement; returns how many were live.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
         self.ensure_table().await?;
         let like = pattern.to_like(&crate::key::namespaced(namespace, ""));
@@ -294,6 +308,7 @@ impl PostgresL2 {
         Ok(removed as u64)
     }
 
+    /// `pg_notify` on [`BUS_CHANNEL`], on a pooled connection.
     pub async fn publish(&self, message: &str) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(BUS_CHANNEL)
@@ -338,10 +353,6 @@ impl PostgresL2 {
         listener.eager_reconnect(false);
         listener.listen(BUS_CHANNEL).await.map_err(|e| self.error("bus listen", e))?;
         Ok(listener)
-    }
-
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
     }
 }
 
@@ -399,6 +410,8 @@ pub struct AdvisoryLock {
 }
 
 impl AdvisoryLock {
+    /// Unlocks on the lock session and waits for it; when that session was replaced meanwhile, the lock already
+    /// ended with the old one.
     pub async fn release(mut self) {
         if let Some(session) = self.session.take() {
             session.unlock(&self.key).await;

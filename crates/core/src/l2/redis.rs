@@ -26,6 +26,8 @@ const UNLOCK_IF_OWNER: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then re
 /// Settings of the Redis L2.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RedisConfig {
+    /// `COUNT` hint of each `SCAN` step of a pattern delete (option `redis.scanCount`, 10 to 100 000; default
+    /// [`DEFAULT_SCAN_COUNT`]): higher means fewer round trips but longer steps on the server.
     pub scan_count: u32,
 }
 
@@ -75,6 +77,7 @@ impl RedisL2 {
         self.manager.clone()
     }
 
+    /// `GET` and `PTTL` in one pipeline; `remaining_ms` is `None` for a key without expiry.
     pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
         let (json, pttl): (Option<String>, i64) = redis::pipe()
             .get(key)
@@ -85,6 +88,7 @@ impl RedisL2 {
         Ok(json.map(|json| L2Hit { json, remaining_ms: (pttl >= 0).then_some(pttl as u64) }))
     }
 
+    /// `SET key json PX ttl_ms`, then `PUBLISH` of `bus_message` in the same pipeline: one round trip, not atomic.
     pub async fn set(&self, key: &str, json: &str, ttl_ms: u64, bus_message: Option<&str>) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg(key).arg(json).arg("PX").arg(ttl_ms).ignore();
@@ -94,14 +98,19 @@ impl RedisL2 {
         pipe.query_async::<()>(&mut self.conn()).await.map_err(|e| self.error("set", e))
     }
 
+    /// `UNLINK`s `keys` (freed by the server in the background); returns how many existed. `keys` must not be empty:
+    /// `UNLINK` without a key is an error.
     pub async fn delete(&self, keys: &[String]) -> Result<u64> {
         self.conn().unlink(keys).await.map_err(|e| self.error("delete", e))
     }
 
+    /// `EXISTS`: Redis hides expired keys itself, so a key found is live.
     pub async fn has(&self, key: &str) -> Result<bool> {
         self.conn().exists(key).await.map_err(|e| self.error("has", e))
     }
 
+    /// Walks `SCAN MATCH` over the namespace and `UNLINK`s each step's keys that [`Pattern::matches`]; returns how
+    /// many went. Not atomic: a key written during the walk may survive it.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
         let prefix = crate::key::namespaced(namespace, "");
         let glob = pattern.to_redis_match(&prefix);
@@ -133,6 +142,7 @@ impl RedisL2 {
         }
     }
 
+    /// `PUBLISH` on [`BUS_CHANNEL`], on the command connection.
     pub async fn publish(&self, message: &str) -> Result<()> {
         self.conn().publish(BUS_CHANNEL, message).await.map_err(|e| self.error("bus publish", e))
     }
@@ -170,10 +180,6 @@ impl RedisL2 {
         pubsub.subscribe(BUS_CHANNEL).await.map_err(|e| self.error("bus subscribe", e))?;
         Ok(Box::pin(pubsub.into_on_message().filter_map(|msg| async move { msg.get_payload::<String>().ok() })))
     }
-
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
-    }
 }
 
 /// A held Redis lock: the lock key and the token that proves ownership.
@@ -184,6 +190,8 @@ pub struct TokenLock {
 }
 
 impl TokenLock {
+    /// Deletes the lock key if it still holds this lock's token, and waits for the answer; a failure leaves the key
+    /// to expire.
     pub async fn release(mut self) {
         if let Some(manager) = self.manager.take() {
             unlock(manager, &self.lock_key, &self.token).await;
