@@ -109,7 +109,8 @@ export interface RedisOptions {
 export interface CacheOptions {
   /**
    * Where the L2 lives. `postgres://` or `postgresql://` selects the Postgres L2; `redis://` or `rediss://` (TLS) the
-   * Redis L2. Credentials may be in the URL; they never appear in an error. Default: the environment variable
+   * Redis L2; `rediss://` verifies the server against the system's trusted certificates (`SSL_CERT_FILE` or
+   * `SSL_CERT_DIR` add your own CA). Credentials may be in the URL; they never appear in an error. Default: the environment variable
    * `CACHE_URL`; when that is unset too, the cache is memory only (L1 alone).
    */
   url?: string

@@ -1,4 +1,8 @@
 import test, { type ExecutionContext } from 'ava'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import pg from 'pg'
 
 import { BACKENDS, Cache, POSTGRES_URL, ThrowawayRedis, cacheFor, eventually, freePort, runNode, sleep, uniqueNamespace } from './helpers.js'
@@ -431,6 +435,42 @@ test('credentials in a URL never appear in errors', async (t) => {
   await right.set('k', 'v')
   t.is(await right.get('k'), 'v', 'a password in the URL is used')
   await Promise.all([wrong.close(), pgDown.close(), right.close()])
+})
+
+test('redis: rediss:// verifies the server against the trusted certificates', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tc-tls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=tiered-cache test CA', '-keyout', 'ca.key', '-out', 'ca.pem')
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr')
+  writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n')
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'san.ext', '-out', 'server.pem')
+  const port = await freePort()
+  const redis = new ThrowawayRedis(port, [
+    '--port', '0', '--tls-port', String(port), '--tls-auth-clients', 'no', '--requirepass', 'tls-s3cret',
+    '--tls-cert-file', path.join(dir, 'server.pem'), '--tls-key-file', path.join(dir, 'server.key'),
+    '--tls-ca-cert-file', path.join(dir, 'ca.pem'),
+  ])
+  await redis.start()
+  t.teardown(() => redis.stop())
+  const script = `
+    const { Cache } = require('./index.js')
+    const url = 'rediss://:tls-s3cret@127.0.0.1:${port}'
+    const errors = []
+    const writer = new Cache({ url, namespace: 'tls', onError: (e) => errors.push(e.message) })
+    const reader = new Cache({ url, namespace: 'tls', l1: false, onError: (e) => errors.push(e.message) })
+    writer.set('k', { over: 'tls' }).then(() => reader.get('k')).then((v) => {
+      console.log(JSON.stringify({ value: v, errors }))
+      return Promise.all([writer.close(), reader.close()])
+    })`
+  const trusted = await runNode(['-e', script], { SSL_CERT_FILE: path.join(dir, 'ca.pem') })
+  t.deepEqual(JSON.parse(trusted.stdout), { value: { over: 'tls' }, errors: [] }, trusted.stderr)
+  // Without the CA the server cannot be verified: the cache degrades, and the password stays out of the message.
+  const untrusted = await runNode(['-e', script], { SSL_CERT_FILE: '/dev/null' })
+  const outcome = JSON.parse(untrusted.stdout)
+  t.is(outcome.value, undefined)
+  t.true(outcome.errors.length > 0)
+  t.false(untrusted.stdout.includes('tls-s3cret'))
 })
 
 test('a process that never calls close() exits by itself', async (t) => {
