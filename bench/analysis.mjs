@@ -54,5 +54,6 @@ export const ANALYSIS = {
   closing:
     'Reading the table: `immutable: true` is the mode to use for hot read paths (tenant resolution); the default ' +
     'mode parses on every hit so that callers may mutate what they get. L2 figures include the cross-thread hop ' +
-    'described above; every figure is the median of the repetitions of one run, peers and tiered-cache alternating.',
+    'described above; every figure is the median of the repetitions of one run, peers and tiered-cache alternating.' +
+    ' Losses without a target: Postgres `set` at 64 in flight (0.39x the TypeScript upsert) is the bus NOTIFY, which Postgres serializes at commit (a global notify-queue lock): a 64-in-flight loop of 1 KB sets measured 3.1-3.9 k ops/s with the bus and 6.8-7.1 k ops/s with `bus: false`, the rest being the thread hop. The event-loop p99 under mixed writes (1.38x bentocache while doing 2.3x its operations) and Postgres `invalidatePattern` over 100,000 keys (2.05x a bare `DELETE ... LIKE`; ours also counts live rows, drops matching L1 entries and waits for its bus echo) are not profiled yet: an equal-rate comparison and an `EXPLAIN ANALYZE` would tell.',
 }
