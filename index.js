@@ -141,8 +141,9 @@ class Cache {
       }
       if (value === undefined) delete rest[name]
     }
-    this.#report = reporterFor(onError) ?? (() => {})
-    this.#native = new NativeCache(rest, reporterFor(onError))
+    const report = reporterFor(onError)
+    this.#report = report ?? (() => {})
+    this.#native = new NativeCache(rest, report)
     if (immutable) {
       const l1 = rest.l1
       this.#frozen = new FrozenValues(l1 && typeof l1.maxEntries === 'number' ? l1.maxEntries : DEFAULT_L1_MAX_ENTRIES)

@@ -171,11 +171,12 @@ impl NativeCache {
         })
     }
 
-    fn store(&self, env: &Env) -> Result<Arc<Store>> {
-        self.store.clone().ok_or_else(|| throw(env, closed()))
+    /// Borrowed, so the synchronous L1 path costs no reference count; async calls clone what they keep.
+    fn store(&self, env: &Env) -> Result<&Arc<Store>> {
+        self.store.as_ref().ok_or_else(|| throw(env, closed()))
     }
 
-    fn checked_key(&self, env: &Env, key: &str) -> Result<Arc<Store>> {
+    fn checked_key(&self, env: &Env, key: &str) -> Result<&Arc<Store>> {
         validate_key(key, self.handle.max_key_len).map_err(|e| throw(env, e))?;
         self.store(env)
     }
@@ -214,8 +215,7 @@ impl NativeCache {
     /// The JSON text of an L1 hit, synchronously; `undefined` on an L1 miss.
     #[napi(catch_unwind)]
     pub fn l1_get(&self, env: Env, key: String) -> Result<Option<JsonText>> {
-        validate_key(&key, self.handle.max_key_len).map_err(|e| throw(&env, e))?;
-        let store = self.store.as_ref().ok_or_else(|| throw(&env, closed()))?;
+        let store = self.checked_key(&env, &key)?;
         Ok(store.l1_get(&key).map(JsonText))
     }
 
@@ -223,15 +223,14 @@ impl NativeCache {
     /// the JavaScript side reuse what it parsed last time without copying the JSON text again.
     #[napi(catch_unwind)]
     pub fn l1_version(&self, env: Env, key: String) -> Result<f64> {
-        validate_key(&key, self.handle.max_key_len).map_err(|e| throw(&env, e))?;
-        let store = self.store.as_ref().ok_or_else(|| throw(&env, closed()))?;
+        let store = self.checked_key(&env, &key)?;
         Ok(store.l1_get(&key).map_or(-1.0, |entry| entry.version as f64))
     }
 
     /// The JSON text of an L1 entry, without counting a hit: after `l1Version` counted it.
     #[napi(catch_unwind)]
     pub fn l1_peek(&self, env: Env, key: String) -> Result<Option<JsonText>> {
-        let store = self.store.as_ref().ok_or_else(|| throw(&env, closed()))?;
+        let store = self.store(&env)?;
         Ok(store.l1_peek(&key).map(JsonText))
     }
 
@@ -239,7 +238,7 @@ impl NativeCache {
     /// `ERR_CACHE_CLOSED` at once; L2 failures come back in the result.
     #[napi(catch_unwind)]
     pub fn get<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
-        let store = self.checked_key(env, &key)?;
+        let store = self.checked_key(env, &key)?.clone();
         self.settler.promise(env, async move {
             let read = store.get(&key).await;
             ReadResult { json: read.value.map(|json| json.as_str().to_owned()), error: error_info(read.error) }
@@ -251,7 +250,7 @@ impl NativeCache {
     /// (a `RangeError`), `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
     pub fn set<'env>(&self, env: &'env Env, key: String, json: String, ttl_seconds: Option<f64>) -> Result<Object<'env>> {
-        let store = self.checked_key(env, &key)?;
+        let store = self.checked_key(env, &key)?.clone();
         self.checked_value(env, &json)?;
         let ttl_ms = self.ttl_ms(env, ttl_seconds)?;
         self.settler.promise(env, async move { error_info(store.set(&key, json, ttl_ms).await.error) })
@@ -261,7 +260,7 @@ impl NativeCache {
     /// `ERR_CACHE_CLOSED` or, for any one bad key and before removing anything, `ERR_CACHE_INVALID_KEY`.
     #[napi(catch_unwind)]
     pub fn delete<'env>(&self, env: &'env Env, keys: Vec<String>) -> Result<Object<'env>> {
-        let store = self.store(env)?;
+        let store = self.store(env)?.clone();
         for key in &keys {
             validate_key(key, self.handle.max_key_len).map_err(|e| throw(env, e))?;
         }
@@ -272,7 +271,7 @@ impl NativeCache {
     /// 1 or 0. Throws `ERR_CACHE_INVALID_KEY` or `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
     pub fn has<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
-        let store = self.checked_key(env, &key)?;
+        let store = self.checked_key(env, &key)?.clone();
         self.settler.promise(env, async move {
             let found = store.has(&key).await;
             CountResult { count: if found.value { 1.0 } else { 0.0 }, error: error_info(found.error) }
@@ -282,7 +281,7 @@ impl NativeCache {
     /// Removes every key of the namespace: a Promise of a [`CountResult`]. Throws `ERR_CACHE_CLOSED`.
     #[napi(catch_unwind)]
     pub fn clear<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let store = self.store(env)?;
+        let store = self.store(env)?.clone();
         self.settler.promise(env, async move { count_result(store.clear().await) })
     }
 
@@ -293,14 +292,14 @@ impl NativeCache {
     pub fn invalidate_pattern<'env>(&self, env: &'env Env, glob: String) -> Result<Object<'env>> {
         let max_len = (self.handle.max_key_len * 2 + 2).max(1024);
         let pattern = Pattern::parse(&glob, max_len).map_err(|e| throw(env, e))?;
-        let store = self.store(env)?;
+        let store = self.store(env)?.clone();
         self.settler.promise(env, async move { count_result(store.invalidate_pattern(&pattern, &glob).await) })
     }
 
     /// Starts a `getOrSet`; a `lease` in the result means: run the loader, then `completeLoad` or `failLoad`.
     #[napi(catch_unwind)]
     pub fn begin_load<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
-        let store = self.checked_key(env, &key)?;
+        let store = self.checked_key(env, &key)?.clone();
         let leases = self.leases.clone();
         let lease_id = self.next_lease.fetch_add(1, Ordering::Relaxed);
         self.settler.promise(env, async move {
@@ -358,12 +357,6 @@ impl NativeCache {
     pub fn stats(&self, env: Env) -> Result<serde_json::Value> {
         let snapshot = self.store(&env)?.stats();
         serde_json::to_value(snapshot).map_err(|e| Error::from_reason(e.to_string()))
-    }
-
-    /// Whether the invalidation bus is subscribed now; `null` without a bus.
-    #[napi]
-    pub fn bus_up(&self) -> Option<bool> {
-        self.store.as_ref().and_then(|s| s.bus_up())
     }
 
     /// Lets go of the store; unfinished leases fail their waiters. Idempotent.

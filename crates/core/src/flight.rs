@@ -50,14 +50,9 @@ impl Flights {
         }
     }
 
-    /// How many keys are being loaded now.
-    pub fn len(&self) -> usize {
-        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Whether no load is in progress.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 }
 

@@ -39,10 +39,6 @@ impl L1Entry {
         (key.len() + self.json.len()) as u64
     }
 
-    /// Milliseconds of life left, rounded down; 0 once expired.
-    pub fn remaining_ms(&self) -> u64 {
-        self.expires_at.saturating_duration_since(Instant::now()).as_millis() as u64
-    }
 }
 
 struct PerEntryExpiry;

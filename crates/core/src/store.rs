@@ -175,10 +175,7 @@ impl Store {
 
     /// An L1 hit, counted; `None` leaves the counting to the call that follows up on the miss.
     pub fn l1_get(&self, key: &str) -> Option<Arc<L1Entry>> {
-        let entry = self.inner.l1.as_ref()?.get(key)?;
-        bump(&self.inner.stats.hits);
-        bump(&self.inner.stats.l1_hits);
-        Some(entry)
+        self.inner.l1_hit(key)
     }
 
     /// An L1 entry without counting anything: for a caller that already counted this read.
@@ -291,16 +288,6 @@ impl Store {
         self.inner.stats.snapshot(entries, bytes)
     }
 
-    /// Whether the bus is subscribed now; `None` when this store has no bus.
-    pub fn bus_up(&self) -> Option<bool> {
-        self.inner.bus.as_ref().map(|bus| bus.is_up())
-    }
-
-    /// Loads in progress in this process.
-    pub fn loads_in_progress(&self) -> usize {
-        self.inner.flights.len()
-    }
-
     /// Applies pending L1 expirations now (the store also does it every second by itself).
     pub fn run_l1_housekeeping(&self) {
         if let Some(l1) = &self.inner.l1 {
@@ -319,11 +306,6 @@ pub struct LoadLease {
 }
 
 impl LoadLease {
-    /// The key being loaded, without its namespace.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// Stores the loader's value, hands it to the waiters, then lets other processes go.
     pub async fn complete(mut self, json: String, ttl_ms: u64) -> Outcome<()> {
         let shared: Arc<str> = Arc::from(json.as_str());
@@ -414,10 +396,16 @@ impl Inner {
         }
     }
 
+    /// A live L1 entry, counted as an L1 hit.
+    fn l1_hit(&self, key: &str) -> Option<Arc<L1Entry>> {
+        let entry = self.l1.as_ref()?.get(key)?;
+        bump(&self.stats.hits);
+        bump(&self.stats.l1_hits);
+        Some(entry)
+    }
+
     async fn get(&self, key: &str) -> Outcome<Option<Json>> {
-        if let Some(entry) = self.l1.as_ref().and_then(|l1| l1.get(key)) {
-            bump(&self.stats.hits);
-            bump(&self.stats.l1_hits);
+        if let Some(entry) = self.l1_hit(key) {
             return Outcome::ok(Some(Json::L1(entry)));
         }
         let Some(l2) = &self.l2 else {
