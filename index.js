@@ -15,14 +15,18 @@ function fromInfo(info) {
   return cacheError(Error, info.code, info.message)
 }
 
+/** A lone surrogate would reach native code as U+FFFD, and two different strings would become one. */
+function checkWellFormed(text, code, what) {
+  if (!text.isWellFormed()) {
+    throw cacheError(TypeError, code, `${what} must be well-formed text (no lone surrogates)`)
+  }
+}
+
 function checkKey(key) {
   if (typeof key !== 'string') {
     throw cacheError(TypeError, 'ERR_CACHE_INVALID_KEY', `a key must be a string; got ${typeof key}`)
   }
-  // A lone surrogate would reach native code as U+FFFD, and two different keys would share an entry.
-  if (!key.isWellFormed()) {
-    throw cacheError(TypeError, 'ERR_CACHE_INVALID_KEY', 'a key must be well-formed text (no lone surrogates)')
-  }
+  checkWellFormed(key, 'ERR_CACHE_INVALID_KEY', 'a key')
 }
 
 function serialize(value) {
@@ -39,21 +43,49 @@ function serialize(value) {
 }
 
 const MAX_TTL_SECONDS = 2_592_000
-const DEFAULT_L1_MAX_ENTRIES = 10_000
+const PER_CALL_OPTIONS = new Set(['ttl'])
+
+function invalidTtl(message) {
+  return cacheError(TypeError, 'ERR_CACHE_INVALID_TTL', message)
+}
 
 /**
  * Checked here, not only natively, because a getOrSet answered from the L1 never reaches native code with its TTL,
- * and a bad TTL must throw whatever the cache holds. Same rule as crates/core/src/ttl.rs.
+ * and a bad TTL must throw whatever the cache holds. Same rule as crates/core/src/ttl.rs. A per-call options object
+ * is a plain object of known options only, so that a typo (`{ ttll: 60 }`) throws instead of silently meaning the
+ * default.
  */
 function ttlSeconds(ttl) {
-  const seconds = ttl !== null && typeof ttl === 'object' ? ttl.ttl : ttl
+  let seconds = ttl
+  if (ttl !== null && typeof ttl === 'object') {
+    if (Array.isArray(ttl) || Object.getPrototypeOf(ttl) !== Object.prototype && Object.getPrototypeOf(ttl) !== null) {
+      throw invalidTtl('per-call options must be a plain object, such as { ttl: 60 }')
+    }
+    for (const name of Object.keys(ttl)) {
+      if (!PER_CALL_OPTIONS.has(name)) {
+        throw invalidTtl(`unknown per-call option \`${name}\`; the known ones are: ${[...PER_CALL_OPTIONS].join(', ')}`)
+      }
+    }
+    seconds = ttl.ttl
+  }
   if (seconds === undefined) return undefined
   if (Number.isInteger(seconds) && seconds >= 1 && seconds <= MAX_TTL_SECONDS) return seconds
-  throw cacheError(
-    TypeError,
-    'ERR_CACHE_INVALID_TTL',
+  throw invalidTtl(
     `a TTL must be an integer number of seconds from 1 to ${MAX_TTL_SECONDS}, or { ttl: seconds }; got ${String(seconds)}`,
   )
+}
+
+/**
+ * Options cross into native code as JSON, which has no NaN or Infinity: such a number is refused here, named, with
+ * the code every other bad option gets.
+ */
+function checkFiniteNumbers(value, path) {
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', `option \`${path}\` must be a finite number`)
+  }
+  if (value !== null && typeof value === 'object') {
+    for (const [name, inner] of Object.entries(value)) checkFiniteNumbers(inner, path ? `${path}.${name}` : name)
+  }
 }
 
 function deepFreeze(value) {
@@ -67,20 +99,31 @@ function deepFreeze(value) {
 /**
  * With `immutable: true`, the values this thread parsed, by key, with the L1 version they were parsed from: an L1
  * hit whose version has not moved hands back the same frozen value instead of parsing the JSON text again. Bounded
- * like the L1; the oldest parse goes first.
+ * like the L1, by entries and by bytes of JSON text (`l1.maxEntries`, `l1.maxBytes`, per thread); the oldest parse
+ * goes first, and a value whose L1 entry went is dropped at its next read.
  */
 class FrozenValues {
   #byKey = new Map()
-  #max
+  #bytes = 0
+  #maxEntries
+  #maxBytes
 
-  constructor(max) {
-    this.#max = max
+  constructor([maxEntries, maxBytes]) {
+    this.#maxEntries = maxEntries
+    this.#maxBytes = maxBytes
+  }
+
+  #forget(key) {
+    const known = this.#byKey.get(key)
+    if (known === undefined) return
+    this.#byKey.delete(key)
+    this.#bytes -= known.bytes
   }
 
   l1Get(native, key) {
     const version = native.l1Version(key)
     if (version < 0) {
-      this.#byKey.delete(key)
+      this.#forget(key)
       return undefined
     }
     const known = this.#byKey.get(key)
@@ -88,16 +131,24 @@ class FrozenValues {
     const json = native.l1Peek(key)
     if (json == null) return undefined
     const value = deepFreeze(JSON.parse(json))
-    this.#byKey.delete(key)
-    this.#byKey.set(key, { version, value })
-    if (this.#byKey.size > this.#max) this.#byKey.delete(this.#byKey.keys().next().value)
+    this.#forget(key)
+    const bytes = key.length + json.length
+    if (bytes > this.#maxBytes) return value
+    this.#byKey.set(key, { version, value, bytes })
+    this.#bytes += bytes
+    while (this.#byKey.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      this.#forget(this.#byKey.keys().next().value)
+    }
     return value
   }
 
   clear() {
     this.#byKey.clear()
+    this.#bytes = 0
   }
 }
+
+const TIMED_OUT = Symbol('timed out')
 
 function errorMessage(error) {
   return error instanceof Error ? error.message : String(error)
@@ -135,6 +186,7 @@ class Cache {
     if (immutable !== undefined && typeof immutable !== 'boolean') {
       throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'option `immutable` must be a boolean')
     }
+    checkFiniteNumbers(rest, '')
     for (const [name, value] of Object.entries(rest)) {
       if (typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint') {
         throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', `option \`${name}\` has an invalid type`)
@@ -145,8 +197,7 @@ class Cache {
     this.#report = report ?? (() => {})
     this.#native = new NativeCache(rest, report)
     if (immutable) {
-      const l1 = rest.l1
-      this.#frozen = new FrozenValues(l1 && typeof l1.maxEntries === 'number' ? l1.maxEntries : DEFAULT_L1_MAX_ENTRIES)
+      this.#frozen = new FrozenValues(this.#native.l1Bounds)
       this.#parse = (json) => deepFreeze(JSON.parse(json))
     }
   }
@@ -183,7 +234,9 @@ class Cache {
   set(key, value, ttl) {
     checkKey(key)
     const json = serialize(value)
-    return this.#native.set(key, json, ttlSeconds(ttl)).then((error) => this.#absorbed(error))
+    const written = this.#native.set(key, json, ttlSeconds(ttl))
+    this.#forgetLoads([key])
+    return written.then((error) => this.#absorbed(error))
   }
 
   getOrSet(key, loader, ttl) {
@@ -194,33 +247,75 @@ class Cache {
     const seconds = ttlSeconds(ttl)
     const hit = this.#l1Value(key)
     if (hit !== undefined) return Promise.resolve(hit)
-    let load = this.#loads.get(key)
-    if (load === undefined) {
-      load = this.#load(key, loader, seconds).finally(() => this.#loads.delete(key))
-      this.#loads.set(key, load)
-    }
+    const load = this.#loads.get(key)
     // Each caller parses its own copy (or gets a frozen one): no two callers ever share one mutable object.
-    return load.then(this.#parse)
+    if (load === undefined) return this.#lead(key, loader, seconds).then(this.#parse)
+    return this.#follow(load, key, loader, seconds).then(this.#parse)
   }
 
-  async #load(key, loader, seconds) {
-    const started = await this.#native.beginLoad(key)
+  #lead(key, loader, seconds) {
+    let loaderStarted
+    const started = new Promise((resolve) => (loaderStarted = resolve))
+    const load = { started, json: undefined }
+    load.json = this.#load(key, loader, seconds, true, loaderStarted).finally(() => {
+      loaderStarted()
+      if (this.#loads.get(key) === load) this.#loads.delete(key)
+    })
+    this.#loads.set(key, load)
+    return load.json
+  }
+
+  /**
+   * Waits for this thread's load of the key; once its loader runs, only as long as a caller in another thread or
+   * process would (`lockTimeout`), then loads itself: a loader that never settles holds up no one for longer.
+   */
+  #follow(load, key, loader, seconds) {
+    let timer
+    const waited = load.started.then(
+      () =>
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, this.#native.lockTimeoutMs, TIMED_OUT)
+          timer.unref()
+        }),
+    )
+    return Promise.race([load.json, waited]).then(
+      (json) => {
+        clearTimeout(timer)
+        return json === TIMED_OUT ? this.#load(key, loader, seconds, false) : json
+      },
+      (error) => {
+        clearTimeout(timer)
+        throw error
+      },
+    )
+  }
+
+  async #load(key, loader, seconds, waitForOthers, loaderStarted) {
+    const started = await this.#native.beginLoad(key, waitForOthers)
     this.#absorbed(started.error)
     if (started.json != null) return started.json
     if (started.failure) throw fromInfo(started.failure)
     let json
     try {
+      loaderStarted?.()
       json = serialize(await loader())
     } catch (error) {
-      await this.#native.failLoad(started.lease, errorMessage(error))
+      if (started.lease != null) await this.#native.failLoad(started.lease, errorMessage(error))
       throw error
     }
-    this.#absorbed(await this.#native.completeLoad(started.lease, json, seconds))
+    if (started.lease != null) this.#absorbed(await this.#native.completeLoad(started.lease, json, seconds))
     return json
+  }
+
+  /** A change of these keys: a getOrSet that starts after it must not join a load that started before it. */
+  #forgetLoads(keys) {
+    if (keys === undefined) this.#loads.clear()
+    else for (const key of keys) this.#loads.delete(key)
   }
 
   delete(...keys) {
     keys.forEach(checkKey)
+    this.#forgetLoads(keys)
     return this.#native.delete(keys).then((removed) => {
       this.#absorbed(removed.error)
       return removed.count
@@ -236,6 +331,7 @@ class Cache {
   }
 
   clear() {
+    this.#forgetLoads()
     return this.#native.clear().then((removed) => this.#absorbed(removed.error))
   }
 
@@ -243,7 +339,10 @@ class Cache {
     if (typeof pattern !== 'string') {
       throw cacheError(TypeError, 'ERR_CACHE_INVALID_PATTERN', `a pattern must be a string; got ${typeof pattern}`)
     }
-    return this.#native.invalidatePattern(pattern).then((removed) => {
+    checkWellFormed(pattern, 'ERR_CACHE_INVALID_PATTERN', 'a pattern')
+    const removal = this.#native.invalidatePattern(pattern)
+    this.#forgetLoads()
+    return removal.then((removed) => {
       this.#absorbed(removed.error)
       return removed.count
     })
@@ -262,4 +361,3 @@ class Cache {
 }
 
 module.exports = { Cache }
-module.exports.Cache = Cache

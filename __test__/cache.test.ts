@@ -376,7 +376,8 @@ test('postgres: an absent table is created in the Prisma shape, UNLOGGED on requ
 
 test('postgres: expired rows are swept in the background', async (t) => {
   const { client, table } = await scratchTable(t, 'swept_cache')
-  const cache = new Cache({ url: POSTGRES_URL, postgres: { table, cleanupInterval: 1 } })
+  // Rows stay for the fence window (maxLoadTime) past their expiry; 1 s keeps the test short.
+  const cache = new Cache({ url: POSTGRES_URL, maxLoadTime: 1, postgres: { table, cleanupInterval: 1 } })
   for (let i = 0; i < 20; i++) await cache.set(`k${i}`, i, 1)
   await cache.set('kept', 'v', 60)
   const swept = await eventually(async () => {

@@ -357,7 +357,7 @@ for (const backend of BACKENDS) {
       const { rows } = await withPg(url, (db) =>
         db.query(
           `SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
-           WHERE application_name = 'tiered-cache pid ' || $1 AND query ILIKE 'LISTEN%'`,
+           WHERE application_name = 'tiered-cache bus pid ' || $1 AND query ILIKE 'LISTEN%'`,
           [observer.pid],
         ),
       )

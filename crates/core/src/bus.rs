@@ -7,16 +7,24 @@
 //! One [`Bus`] per L2 per process holds the subscription and fans messages out to every store on that L2. When its
 //! connection drops, the bus cannot know what it missed, so its stores drop their whole L1 on the loss and again once
 //! reconnected.
+//!
+//! A connection can also die without a word: a partition, or a NAT that forgot the flow, leaves it half-open, and a
+//! subscriber that only waits for messages would wait forever. So the bus proves its subscription: every
+//! [`PROBE_INTERVAL_MS`] it publishes a token, through the L2's command connection, on a channel only it listens
+//! to, and takes the subscription for lost when the token has not come back within [`PROBE_DEADLINE_MS`]. The bus is
+//! up only once a probe has come back on the current subscription, so a subscription that never answers never counts
+//! as up, and [`BUS_LOSS_DETECTION_MS`] bounds how long a lost bus goes unnoticed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CacheError, ErrorKind};
-use crate::l2::L2;
+use crate::l2::{BusEvent, L2};
 
 /// What a bus message asks receivers to drop. The one-letter names on the wire leave more of a payload for keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,10 +88,28 @@ pub fn encode(
 ) -> Vec<(u64, String)> {
     let message = |op| {
         let seq = next_seq();
-        (seq, BusMessage { sender, namespace: namespace.to_owned(), seq, op }.encode())
+        (
+            seq,
+            BusMessage {
+                sender,
+                namespace: namespace.to_owned(),
+                seq,
+                op,
+            }
+            .encode(),
+        )
     };
     // Sizes are measured with the largest sequence number a message could carry.
-    let sized = |op| BusMessage { sender, namespace: namespace.to_owned(), seq: u64::MAX, op }.encode().len();
+    let sized = |op| {
+        BusMessage {
+            sender,
+            namespace: namespace.to_owned(),
+            seq: u64::MAX,
+            op,
+        }
+        .encode()
+        .len()
+    };
     let clear = || vec![message(BusOp::Clear)];
     match op {
         BusOp::Keys { keys } => {
@@ -93,12 +119,17 @@ pub fn encode(
             let mut batch_len = empty_len;
             for key in keys {
                 // The JSON string of the key plus a comma.
-                let key_len = serde_json::to_string(&key).map(|s| s.len()).unwrap_or(usize::MAX) + 1;
+                let key_len = serde_json::to_string(&key)
+                    .map(|s| s.len())
+                    .unwrap_or(usize::MAX)
+                    + 1;
                 if empty_len.saturating_add(key_len) > max_bytes {
                     return clear();
                 }
                 if batch_len + key_len > max_bytes {
-                    payloads.push(message(BusOp::Keys { keys: std::mem::take(&mut batch) }));
+                    payloads.push(message(BusOp::Keys {
+                        keys: std::mem::take(&mut batch),
+                    }));
                     batch_len = empty_len;
                 }
                 batch_len += key_len;
@@ -118,9 +149,9 @@ pub fn encode(
 pub trait BusListener: Send + Sync {
     /// A message from any sender (the listener skips its own).
     fn on_message(&self, message: &BusMessage);
-    /// The bus connection was lost: messages may be missed from now on.
+    /// The bus connection was lost, or stopped answering probes: messages may be missed from now on.
     fn on_connection_lost(&self, error: CacheError);
-    /// The bus is subscribed; `reconnected` is false the first time.
+    /// The bus is subscribed and proven by a probe; `reconnected` is false the first time.
     fn on_connected(&self, reconnected: bool);
 }
 
@@ -146,24 +177,44 @@ pub struct Bus {
     task: tokio::task::AbortHandle,
 }
 
-/// Delays between reconnection attempts, doubling from the first to the last.
+/// How often the bus proves its subscription with a probe, in ms.
+pub const PROBE_INTERVAL_MS: u64 = 1_000;
+/// How long a probe may take to come back before the subscription is taken for lost, in ms.
+pub const PROBE_DEADLINE_MS: u64 = 1_500;
+/// How often the bus looks at its probe, in ms.
+const PROBE_CHECK_MS: u64 = 250;
+/// The longest a lost or half-open subscription goes unnoticed, in ms: a probe is sent at most an interval (plus a
+/// check) after the previous one came back, and found missing at most a deadline (plus a check) after it left.
+pub const BUS_LOSS_DETECTION_MS: u64 = PROBE_INTERVAL_MS + PROBE_DEADLINE_MS + 2 * PROBE_CHECK_MS;
+/// Bound on opening a subscription (connect, authenticate, subscribe), in ms: a server that accepts and never
+/// answers must not hold the bus down for good.
+const SUBSCRIBE_TIMEOUT_MS: u64 = 3_000;
+/// Delays between reconnection attempts: jittered, doubling from the first to the last.
 const RECONNECT_FIRST_DELAY_MS: u64 = 100;
 const RECONNECT_MAX_DELAY_MS: u64 = 2_000;
 
 impl Bus {
-    /// Subscribes in the background; until subscribed, [`Bus::is_up`] is false.
+    /// Subscribes in the background; until subscribed and proven, [`Bus::is_up`] is false.
     pub fn start(l2: Arc<L2>) -> Bus {
-        let shared = Arc::new(Shared { listeners: Mutex::new(Vec::new()), up: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            listeners: Mutex::new(Vec::new()),
+            up: AtomicBool::new(false),
+        });
         let task = crate::runtime::spawn(run(l2, Arc::downgrade(&shared))).abort_handle();
         Bus { shared, task }
     }
 
     /// Adds a listener, held weakly so that a dropped store stops hearing without unregistering.
     pub fn add_listener(&self, listener: Weak<dyn BusListener>) {
-        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
+        self.shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
     }
 
-    /// Whether the subscription is live, so that no message can be missed.
+    /// Whether the subscription is live and proven, so that no message can be missed for longer than
+    /// [`BUS_LOSS_DETECTION_MS`].
     pub fn is_up(&self) -> bool {
         self.shared.up.load(Ordering::Acquire)
     }
@@ -175,62 +226,127 @@ impl Drop for Bus {
     }
 }
 
-enum Subscription {
-    Redis(std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>),
-    Postgres(Box<sqlx::postgres::PgListener>),
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(RECONNECT_FIRST_DELAY_MS))
+        .with_max_delay(Duration::from_millis(RECONNECT_MAX_DELAY_MS))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
-impl Subscription {
-    async fn open(l2: &L2) -> crate::error::Result<Subscription> {
-        match l2 {
-            L2::Redis(redis) => Ok(Subscription::Redis(redis.subscribe().await?)),
-            L2::Postgres(pg) => Ok(Subscription::Postgres(Box::new(pg.listen().await?))),
-        }
-    }
-
-    /// The next payload, or `None` once the connection is gone.
-    async fn next(&mut self) -> Option<String> {
-        match self {
-            Subscription::Redis(stream) => stream.next().await,
-            Subscription::Postgres(listener) => match listener.try_recv().await {
-                Ok(Some(notification)) => Some(notification.payload().to_owned()),
-                Ok(None) | Err(_) => None,
-            },
-        }
-    }
+/// How one subscription ended.
+enum Ended {
+    /// The bus was dropped: stop.
+    Dropped,
+    /// Lost; `was_up` tells whether it had been proven (and so whether listeners heard it was up).
+    Lost { was_up: bool, why: &'static str },
 }
 
 async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
-    let mut reconnected = false;
-    let mut delay_ms = RECONNECT_FIRST_DELAY_MS;
+    let probe_channel = l2.probe_channel(rand::random());
+    let mut ever_up = false;
+    let mut delays = reconnect_delays();
     loop {
-        let opened = Subscription::open(&l2).await;
-        let Some(bus) = shared.upgrade() else { return };
-        match opened {
-            Ok(mut subscription) => {
-                bus.up.store(true, Ordering::Release);
-                bus.each_listener(|l| l.on_connected(reconnected));
-                reconnected = true;
-                delay_ms = RECONNECT_FIRST_DELAY_MS;
-                drop(bus);
-                while let Some(payload) = subscription.next().await {
-                    let Some(bus) = shared.upgrade() else { return };
-                    if let Some(message) = BusMessage::decode(&payload) {
-                        bus.each_listener(|l| l.on_message(&message));
+        match subscription(&l2, &shared, &probe_channel, ever_up).await {
+            Ended::Dropped => return,
+            Ended::Lost { was_up, why } => {
+                let Some(bus) = shared.upgrade() else { return };
+                if was_up {
+                    ever_up = true;
+                    delays = reconnect_delays();
+                    bus.up.store(false, Ordering::Release);
+                    let lost = CacheError::new(
+                        ErrorKind::Bus,
+                        format!("the invalidation bus {why}; the L1 was dropped and the bus is reconnecting"),
+                    );
+                    bus.each_listener(|l| l.on_connection_lost(lost.clone()));
+                }
+            }
+        }
+        tokio::time::sleep(
+            delays
+                .next()
+                .unwrap_or(Duration::from_millis(RECONNECT_MAX_DELAY_MS)),
+        )
+        .await;
+    }
+}
+
+/// Opens one subscription and serves it, probing it, until it is lost or the bus is dropped.
+async fn subscription(
+    l2: &Arc<L2>,
+    shared: &Weak<Shared>,
+    probe_channel: &str,
+    reconnected: bool,
+) -> Ended {
+    let opened = tokio::time::timeout(
+        Duration::from_millis(SUBSCRIBE_TIMEOUT_MS),
+        l2.subscribe(probe_channel),
+    )
+    .await;
+    let Ok(Ok(mut stream)) = opened else {
+        return Ended::Lost {
+            was_up: false,
+            why: "could not subscribe",
+        };
+    };
+    let mut up = false;
+    // The probe on its way (its token and when it left), and when the last one came back.
+    let mut outstanding: Option<(String, Instant)> = None;
+    let mut last_echo: Option<Instant> = None;
+    let mut checks = tokio::time::interval(Duration::from_millis(PROBE_CHECK_MS));
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = stream.next() => {
+                let Some(bus) = shared.upgrade() else { return Ended::Dropped };
+                match event {
+                    None => return Ended::Lost { was_up: up, why: "lost its connection" },
+                    Some(BusEvent::Message(payload)) => {
+                        if let Some(message) = BusMessage::decode(&payload) {
+                            bus.each_listener(|l| l.on_message(&message));
+                        }
+                    }
+                    Some(BusEvent::Probe(token)) => {
+                        if outstanding.as_ref().is_some_and(|(sent, _)| *sent == token) {
+                            outstanding = None;
+                            last_echo = Some(Instant::now());
+                            if !up {
+                                up = true;
+                                bus.up.store(true, Ordering::Release);
+                                bus.each_listener(|l| l.on_connected(reconnected));
+                            }
+                        }
                     }
                 }
-                let Some(bus) = shared.upgrade() else { return };
-                bus.up.store(false, Ordering::Release);
-                let lost = CacheError::new(
-                    ErrorKind::Bus,
-                    "the invalidation bus lost its connection; the L1 was dropped and the bus is reconnecting",
-                );
-                bus.each_listener(|l| l.on_connection_lost(lost.clone()));
             }
-            Err(_) => drop(bus),
+            _ = checks.tick() => {
+                if shared.strong_count() == 0 {
+                    return Ended::Dropped;
+                }
+                match &outstanding {
+                    Some((_, sent_at)) if sent_at.elapsed() >= Duration::from_millis(PROBE_DEADLINE_MS) => {
+                        return Ended::Lost { was_up: up, why: "stopped answering (no probe came back)" };
+                    }
+                    Some(_) => {}
+                    None if last_echo.is_some_and(|at| at.elapsed() < Duration::from_millis(PROBE_INTERVAL_MS)) => {}
+                    None => {
+                        let token = format!("{:016x}", rand::random::<u64>());
+                        outstanding = Some((token.clone(), Instant::now()));
+                        // Sent apart from this loop, so that a command connection that hangs cannot stop the
+                        // subscription from being read; a probe that never leaves is just a probe that never comes
+                        // back.
+                        let (l2, channel) = (l2.clone(), probe_channel.to_owned());
+                        crate::runtime::spawn(async move {
+                            let deadline = Duration::from_millis(PROBE_DEADLINE_MS);
+                            let _ = tokio::time::timeout(deadline, l2.publish_probe(&channel, &token)).await;
+                        });
+                    }
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        delay_ms = (delay_ms * 2).min(RECONNECT_MAX_DELAY_MS);
     }
 }
 
@@ -241,14 +357,26 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         for op in [
-            BusOp::Keys { keys: vec!["a".into(), "b\"c".into()] },
-            BusOp::Pattern { pattern: "user:*".into() },
+            BusOp::Keys {
+                keys: vec!["a".into(), "b\"c".into()],
+            },
+            BusOp::Pattern {
+                pattern: "user:*".into(),
+            },
             BusOp::Clear,
         ] {
             let payloads = encode(7, "tenant", op.clone(), 8000, &|| 42);
             assert_eq!(payloads.len(), 1);
             let decoded = BusMessage::decode(&payloads[0].1).unwrap();
-            assert_eq!(decoded, BusMessage { sender: 7, namespace: "tenant".into(), seq: 42, op });
+            assert_eq!(
+                decoded,
+                BusMessage {
+                    sender: 7,
+                    namespace: "tenant".into(),
+                    seq: 42,
+                    op
+                }
+            );
             assert_eq!(payloads[0].0, 42);
         }
     }
@@ -276,7 +404,12 @@ mod tests {
     #[test]
     fn what_cannot_fit_becomes_a_namespace_drop() {
         let huge = "x".repeat(9000);
-        for op in [BusOp::Keys { keys: vec!["a".into(), huge.clone()] }, BusOp::Pattern { pattern: huge }] {
+        for op in [
+            BusOp::Keys {
+                keys: vec!["a".into(), huge.clone()],
+            },
+            BusOp::Pattern { pattern: huge },
+        ] {
             let payloads = encode(1, "ns", op, 7900, &|| 1);
             assert_eq!(payloads.len(), 1);
             assert_eq!(BusMessage::decode(&payloads[0].1).unwrap().op, BusOp::Clear);

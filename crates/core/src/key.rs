@@ -14,7 +14,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub fn validate_namespace(namespace: &str) -> Result<()> {
     let well_formed = !namespace.is_empty()
         && namespace.len() <= MAX_NAMESPACE_LEN
-        && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if well_formed {
         Ok(())
     } else {
@@ -25,15 +27,28 @@ pub fn validate_namespace(namespace: &str) -> Result<()> {
     }
 }
 
-/// Accepts a non-empty key of at most `max_len` UTF-8 bytes.
+/// Accepts a non-empty key of at most `max_len` UTF-8 bytes without NUL (which no Postgres `text` can hold, so the
+/// same key works on every backend).
 pub fn validate_key(key: &str, max_len: usize) -> Result<()> {
     if key.is_empty() {
-        return Err(CacheError::new(ErrorKind::InvalidKey, "a key must be a non-empty string"));
+        return Err(CacheError::new(
+            ErrorKind::InvalidKey,
+            "a key must be a non-empty string",
+        ));
+    }
+    if key.contains('\0') {
+        return Err(CacheError::new(
+            ErrorKind::InvalidKey,
+            "a key must not contain U+0000 (NUL)",
+        ));
     }
     if key.len() > max_len {
         return Err(CacheError::new(
             ErrorKind::InvalidKey,
-            format!("a key must be at most {max_len} UTF-8 bytes; this one has {}", key.len()),
+            format!(
+                "a key must be at most {max_len} UTF-8 bytes; this one has {}",
+                key.len()
+            ),
         ));
     }
     Ok(())
@@ -53,6 +68,11 @@ pub fn strip_namespace<'a>(namespace: &str, full: &'a str) -> Option<&'a str> {
     full.strip_prefix(namespace)?.strip_prefix(':')
 }
 
+/// The key of an L2 key, whatever its namespace: a namespace holds no `:`, so the first one ends it.
+pub fn strip_any_namespace(full: &str) -> &str {
+    full.split_once(':').map_or(full, |(_, key)| key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,8 +81,14 @@ mod tests {
     fn accepts_keys_up_to_the_byte_limit() {
         assert!(validate_key("a", 1).is_ok());
         assert!(validate_key("é", 2).is_ok());
-        assert_eq!(validate_key("é", 1).unwrap_err().kind, ErrorKind::InvalidKey);
-        assert_eq!(validate_key("", 10).unwrap_err().kind, ErrorKind::InvalidKey);
+        assert_eq!(
+            validate_key("é", 1).unwrap_err().kind,
+            ErrorKind::InvalidKey
+        );
+        assert_eq!(
+            validate_key("", 10).unwrap_err().kind,
+            ErrorKind::InvalidKey
+        );
         assert!(validate_key("tenant:%_*\\?", 255).is_ok());
     }
 
@@ -71,7 +97,11 @@ mod tests {
         assert!(validate_namespace("tenant").is_ok());
         assert!(validate_namespace("app.v2-tenant_x").is_ok());
         for bad in ["", "a:b", "a*", "a b", &"x".repeat(65)] {
-            assert_eq!(validate_namespace(bad).unwrap_err().kind, ErrorKind::InvalidOption, "{bad}");
+            assert_eq!(
+                validate_namespace(bad).unwrap_err().kind,
+                ErrorKind::InvalidOption,
+                "{bad}"
+            );
         }
     }
 

@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod stats;
 pub mod store;
 pub mod ttl;
+pub mod value;
 
 pub use config::{Config, HandleConfig, StoreConfig};
 pub use error::{CacheError, ErrorKind};

@@ -66,6 +66,12 @@ counters!(
     lock_waits,
     /// Waits that ran out (`lockTimeout`), after which the caller loaded the value itself.
     lock_timeouts,
+    /// `getOrSet` loads whose value was returned but not stored: the key changed (on any instance) while the loader
+    /// ran, or the loader ran past `maxLoadTime`.
+    loads_discarded,
+    /// Removals announced on the bus whose own message did not come back within `l2Timeout`: other instances may
+    /// keep their copy until the bus is found lost (and their L1 dropped).
+    bus_echo_timeouts,
 );
 
 /// Adds one to a counter.

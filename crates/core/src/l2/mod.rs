@@ -6,10 +6,17 @@
 pub mod postgres;
 pub mod redis;
 
+use std::pin::Pin;
 use std::time::Duration;
 
+use crate::config::{Backend, StoreConfig};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
+
+/// A time by the L2 server's clock, in microseconds since the Unix epoch. Every comparison of times that decides
+/// coherence uses this one clock, never two app servers' clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerTime(pub u64);
 
 /// A live L2 entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,12 +28,54 @@ pub struct L2Hit {
     pub remaining_ms: Option<u64>,
 }
 
+/// What a read found, and when, by the L2's clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct L2Read {
+    /// The live entry, or `None`.
+    pub hit: Option<L2Hit>,
+    /// The server time of the read: a load that follows a miss starts no earlier.
+    pub at: ServerTime,
+}
+
+/// When a write may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Always: `set`, the application's own write.
+    Always,
+    /// Only if the key was not written or deleted, and its namespace not invalidated by a pattern, at or after this
+    /// time, and this time is within the fence window: a `getOrSet` load that began with a miss at this time read
+    /// its source before any such change, so its value may be older than the change and must not be stored.
+    UnchangedSince(ServerTime),
+}
+
+impl WriteCondition {
+    /// The time a fenced write must not be older than the last change of.
+    pub fn since(self) -> Option<ServerTime> {
+        match self {
+            WriteCondition::Always => None,
+            WriteCondition::UnchangedSince(at) => Some(at),
+        }
+    }
+}
+
+/// What the bus subscription hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A payload on the shared bus channel.
+    Message(String),
+    /// A payload on this subscriber's own probe channel.
+    Probe(String),
+}
+
+/// The events of one bus subscription; it ends when the connection is lost.
+pub type BusStream = Pin<Box<dyn futures_util::Stream<Item = BusEvent> + Send>>;
+
 /// The L2 backends. Any call may fail with `ERR_CACHE_L2_UNAVAILABLE` (no connection), `ERR_CACHE_L2_TIMEOUT` (Redis
 /// reply timeout; the store also bounds every call) or `ERR_CACHE_L2` (any other error from the server).
 pub enum L2 {
     /// A Prisma-shaped table; the bus is `LISTEN`/`NOTIFY`.
     Postgres(postgres::PostgresL2),
-    /// String keys with a `PX` expiry; the bus is pub/sub.
+    /// One hash per entry; the bus is pub/sub.
     Redis(redis::RedisL2),
 }
 
@@ -62,6 +111,23 @@ impl LoadLock {
 }
 
 impl L2 {
+    /// The L2 that `config.l2` names, connecting lazily; `None` for memory only. Must run inside a tokio runtime.
+    pub fn open(config: &StoreConfig) -> Result<Option<L2>> {
+        let Some((backend, url)) = &config.l2 else {
+            return Ok(None);
+        };
+        let (timeout, fence) = (config.l2_timeout(), config.fence_window());
+        Ok(Some(match backend {
+            Backend::Postgres => L2::Postgres(postgres::PostgresL2::new(
+                url,
+                &config.postgres,
+                timeout,
+                fence,
+            )?),
+            Backend::Redis => L2::Redis(redis::RedisL2::new(url, &config.redis, timeout, fence)?),
+        }))
+    }
+
     /// `"postgres"` or `"redis"`.
     pub fn backend(&self) -> &'static str {
         match self {
@@ -70,27 +136,44 @@ impl L2 {
         }
     }
 
-    /// The live entry of a namespaced key, or `None`; never an expired one.
-    pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
+    /// The live entry of a namespaced key, never an expired one, with the server time of the read.
+    pub async fn get(&self, key: &str) -> Result<L2Read> {
         match self {
             L2::Postgres(pg) => pg.get(key).await,
             L2::Redis(redis) => redis.get(key).await,
         }
     }
 
-    /// Writes an entry and, in the same round trip, publishes `bus_message` when there is one.
-    pub async fn set(&self, key: &str, json: &str, ttl_ms: u64, bus_message: Option<&str>) -> Result<()> {
+    /// Writes an entry of `namespace` unless `condition` refuses it and, in the same round trip, publishes
+    /// `bus_message` when there is one and the write went ahead. Returns whether it did.
+    pub async fn set(
+        &self,
+        key: &str,
+        namespace: &str,
+        json: &str,
+        ttl_ms: u64,
+        condition: WriteCondition,
+        bus_message: Option<&str>,
+    ) -> Result<bool> {
         match self {
-            L2::Postgres(pg) => pg.set(key, json, ttl_ms, bus_message).await,
-            L2::Redis(redis) => redis.set(key, json, ttl_ms, bus_message).await,
+            L2::Postgres(pg) => {
+                pg.set(key, namespace, json, ttl_ms, condition, bus_message)
+                    .await
+            }
+            L2::Redis(redis) => {
+                redis
+                    .set(key, namespace, json, ttl_ms, condition, bus_message)
+                    .await
+            }
         }
     }
 
-    /// Removes keys; returns how many live entries were removed.
-    pub async fn delete(&self, keys: &[String]) -> Result<u64> {
+    /// Removes keys, leaving a tombstone of each for the fence window, and publishes `bus_message` in the same round
+    /// trip; returns how many live entries were removed. `keys` must not be empty.
+    pub async fn delete(&self, keys: &[String], bus_message: Option<&str>) -> Result<u64> {
         match self {
-            L2::Postgres(pg) => pg.delete(keys).await,
-            L2::Redis(redis) => redis.delete(keys).await,
+            L2::Postgres(pg) => pg.delete(keys, bus_message).await,
+            L2::Redis(redis) => redis.delete(keys, bus_message).await,
         }
     }
 
@@ -102,7 +185,8 @@ impl L2 {
         }
     }
 
-    /// Removes the keys of `namespace` matching `pattern`; returns how many live entries were removed.
+    /// Marks the namespace invalidated now (fencing every load that started before), then removes its keys matching
+    /// `pattern`; returns how many live entries were removed.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
         match self {
             L2::Postgres(pg) => pg.delete_matching(namespace, pattern).await,
@@ -113,18 +197,61 @@ impl L2 {
     /// Publishes one invalidation-bus message.
     pub async fn publish(&self, message: &str) -> Result<()> {
         match self {
-            L2::Postgres(pg) => pg.publish(message).await,
-            L2::Redis(redis) => redis.publish(message).await,
+            L2::Postgres(pg) => pg.publish(postgres::BUS_CHANNEL, message).await,
+            L2::Redis(redis) => redis.publish(redis::BUS_CHANNEL, message).await,
+        }
+    }
+
+    /// The channel only the bus `bus_id` listens on.
+    pub fn probe_channel(&self, bus_id: u64) -> String {
+        match self {
+            L2::Postgres(_) => postgres::PostgresL2::probe_channel(bus_id),
+            L2::Redis(_) => redis::RedisL2::probe_channel(bus_id),
+        }
+    }
+
+    /// Publishes a liveness probe on a bus's own channel, through the command connection, so that its echo proves
+    /// the whole path from a publisher to that subscriber.
+    pub async fn publish_probe(&self, probe_channel: &str, token: &str) -> Result<()> {
+        match self {
+            L2::Postgres(pg) => pg.publish(probe_channel, token).await,
+            L2::Redis(redis) => redis.publish(probe_channel, token).await,
+        }
+    }
+
+    /// Opens a bus subscription on the shared channel and on `probe_channel`.
+    pub async fn subscribe(&self, probe_channel: &str) -> Result<BusStream> {
+        match self {
+            L2::Postgres(pg) => pg.listen(probe_channel).await,
+            L2::Redis(redis) => redis.subscribe(probe_channel).await,
+        }
+    }
+
+    /// How often expired entries must be swept, for a backend that does not expire them itself.
+    pub fn sweep_interval(&self, config: &StoreConfig) -> Option<Duration> {
+        match self {
+            L2::Postgres(_) => Some(Duration::from_millis(config.postgres.cleanup_interval_ms)),
+            L2::Redis(_) => None,
+        }
+    }
+
+    /// Deletes entries past their expiry and the fence window; returns how many.
+    pub async fn sweep_expired(&self) -> Result<u64> {
+        match self {
+            L2::Postgres(pg) => pg.sweep_expired().await,
+            L2::Redis(_) => Ok(0),
         }
     }
 
     /// Tries to become the one process loading `key`. A lock outlives a crashed holder by at most `hold_for`
-    /// (Redis expiry; a Postgres lock goes with its session at once).
+    /// (Redis expiry; a Postgres lock goes with its session at once, or with its lease's `lockTimeout`).
     pub async fn try_lock(&self, key: &str, hold_for: Duration) -> Result<LockAttempt> {
         match self {
             L2::Postgres(pg) => Ok(match pg.try_lock(key).await? {
                 Some(lock) => LockAttempt::Acquired(LoadLock::Postgres(lock)),
-                None => LockAttempt::Held { expires_in_ms: None },
+                None => LockAttempt::Held {
+                    expires_in_ms: None,
+                },
             }),
             L2::Redis(redis) => redis.try_lock(key, hold_for).await,
         }
@@ -171,16 +298,22 @@ impl Redactor {
     }
 
     /// A `kind` error reading `context: cause`, redacted, since `cause` may quote the URL or the server's reply.
-    pub fn error(&self, kind: ErrorKind, context: &str, cause: impl std::fmt::Display) -> CacheError {
+    pub fn error(
+        &self,
+        kind: ErrorKind,
+        context: &str,
+        cause: impl std::fmt::Display,
+    ) -> CacheError {
         CacheError::new(kind, self.redact(format!("{context}: {cause}")))
     }
 }
 
 fn percent_decode(s: &str) -> std::result::Result<String, std::string::FromUtf8Error> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned().into_bytes())
-        .unwrap_or_default();
+    let bytes: Vec<u8> =
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned().into_bytes())
+            .unwrap_or_default();
     String::from_utf8(bytes)
 }
 

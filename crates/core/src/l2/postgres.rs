@@ -7,7 +7,14 @@
 //! ```
 //! That table has no defaults for `id` and `updatedAt`, so every write supplies them. Timestamps are UTC and taken
 //! from the database clock, so instances with skewed clocks agree on expiry. The bus is `LISTEN`/`NOTIFY` on
-//! [`BUS_CHANNEL`]; a `set` notifies in the same statement as its upsert.
+//! [`BUS_CHANNEL`]; a write notifies in the same statement as its upsert.
+//!
+//! `updatedAt` is what fences a load that raced a change (see [`super::WriteCondition`]). So that the fence still
+//! holds after a `delete`, a deleted key keeps its row as a tombstone: `value` `null`, already expired (`expiresAt`
+//! = `updatedAt`), which every reader that checks `expiresAt` takes for absent. `invalidatePattern` and `clear`
+//! stamp one marker row per namespace, key `#inval:<namespace>`, and take an exclusive advisory lock that a fenced
+//! write takes shared, so no load can slip its row in behind the `DELETE`. The expiry sweep keeps rows for the fence
+//! window after both their expiry and their last write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +24,7 @@ use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, Row};
 
-use super::{L2Hit, Redactor};
+use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, WriteCondition};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 
@@ -31,7 +38,11 @@ const CLEANUP_MAX_BATCHES: usize = 100;
 const ADVISORY_CLASS_CLEANUP: i32 = 0x7443_0001;
 const ADVISORY_CLASS_LOAD: i32 = 0x7443_0002;
 const ADVISORY_CLASS_DDL: i32 = 0x7443_0003;
+const ADVISORY_CLASS_INVALIDATION: i32 = 0x7443_0004;
 const NOW_UTC: &str = "(now() AT TIME ZONE 'UTC')";
+const NOW_US: &str = "(extract(epoch FROM now()) * 1000000)::int8";
+/// The namespace's marker row of its latest `invalidatePattern` or `clear`; `#` is in no namespace.
+const INVALIDATION_PREFIX: &str = "#inval:";
 
 /// Settings of the Postgres L2.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,11 +78,12 @@ impl Default for PostgresConfig {
 struct Statements {
     table_name: String,
     get: String,
-    set: String,
-    set_and_notify: String,
-    delete: String,
+    /// Indexed by [conditional][notifies].
+    set: [[String; 2]; 2],
+    /// Indexed by [notifies].
+    delete: [String; 2],
     has: String,
-    delete_like: String,
+    mark_and_delete_like: String,
     cleanup: String,
     create: [String; 3],
 }
@@ -79,34 +91,74 @@ struct Statements {
 impl Statements {
     fn new(config: &PostgresConfig) -> Self {
         let table = qualified(config.schema.as_deref(), &config.table);
+        let expires = format!("{NOW_UTC} + $3::bigint * interval '1 millisecond'");
+        let update = r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt""#;
         let upsert = format!(
-            r#"INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
-               VALUES (gen_random_uuid()::text, $1, $2::jsonb, {NOW_UTC} + $3::bigint * interval '1 millisecond', {NOW_UTC})
-               ON CONFLICT ("key") DO UPDATE
-               SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt""#
+            r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt")
+               VALUES (gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC})
+               ON CONFLICT ("key") DO UPDATE {update} RETURNING 1"#
+        );
+        // $4 the load's start (µs), $5 the fence window (µs), $6 the namespace marker, $7 the load's start (ms,
+        // rounded down: `updatedAt` keeps milliseconds, rounded, so a change in the same millisecond refuses).
+        let fenced = format!(
+            r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt")
+               SELECT gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC}
+               WHERE {NOW_US} - $4::int8 <= $5::int8 AND NOT EXISTS (
+                 SELECT 1 FROM {table} WHERE "key" = $6 AND extract(epoch FROM "updatedAt") * 1000 >= $7::int8)
+               ON CONFLICT ("key") DO UPDATE {update} WHERE extract(epoch FROM e."updatedAt") * 1000 < $7::int8
+               RETURNING 1"#
+        );
+        let with_notify = |write: &str, channel: usize| {
+            [
+                format!("WITH up AS ({write}) SELECT 1 FROM up"),
+                format!(
+                    "WITH up AS ({write}) SELECT pg_notify(${channel}, ${}) FROM up",
+                    channel + 1
+                ),
+            ]
+        };
+        let tombstones = format!(
+            r#"WITH old AS (SELECT count(*) AS live FROM {table} WHERE "key" = ANY($1) AND "expiresAt" > {NOW_UTC}),
+                    up AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
+                           SELECT gen_random_uuid()::text, k, 'null'::jsonb, {NOW_UTC}, {NOW_UTC} FROM unnest($1::text[]) AS k
+                           ON CONFLICT ("key") DO UPDATE SET "value" = 'null'::jsonb, "expiresAt" = EXCLUDED."expiresAt",
+                             "updatedAt" = EXCLUDED."updatedAt"
+                           RETURNING 1)
+               SELECT (SELECT live FROM old), (SELECT count(*) FROM up)"#
         );
         let unlogged = if config.unlogged { "UNLOGGED " } else { "" };
         Statements {
             table_name: table.clone(),
             get: format!(
-                r#"SELECT "value"::text, (EXTRACT(EPOCH FROM ("expiresAt" - {NOW_UTC})) * 1000)::float8
-                   FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC}"#
+                r#"SELECT {NOW_US}, e."value"::text, e.remaining FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+                     SELECT "value", (EXTRACT(EPOCH FROM ("expiresAt" - {NOW_UTC})) * 1000)::float8 AS remaining
+                     FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC}) AS e ON true"#
             ),
-            set_and_notify: format!("WITH up AS ({upsert} RETURNING 1) SELECT pg_notify($4, $5) FROM up"),
-            set: upsert,
-            delete: format!(
-                r#"WITH d AS (DELETE FROM {table} WHERE "key" = ANY($1) RETURNING "expiresAt" > {NOW_UTC} AS live)
-                   SELECT count(*) FILTER (WHERE live) FROM d"#
+            set: [with_notify(&upsert, 4), with_notify(&fenced, 8)],
+            delete: [
+                tombstones.clone(),
+                format!("{tombstones}, pg_notify($2, $3)"),
+            ],
+            has: format!(
+                r#"SELECT EXISTS (SELECT 1 FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC})"#
             ),
-            has: format!(r#"SELECT EXISTS (SELECT 1 FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC})"#),
-            delete_like: format!(
-                r#"WITH d AS (DELETE FROM {table} WHERE "key" LIKE $1 ESCAPE '\' RETURNING "expiresAt" > {NOW_UTC} AS live)
+            // E'\\' is one backslash whatever `standard_conforming_strings` says.
+            mark_and_delete_like: format!(
+                r#"WITH m AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
+                              VALUES (gen_random_uuid()::text, $2, 'null'::jsonb, {NOW_UTC}, {NOW_UTC})
+                              ON CONFLICT ("key") DO UPDATE SET "expiresAt" = EXCLUDED."expiresAt",
+                                "updatedAt" = EXCLUDED."updatedAt"),
+                        d AS (DELETE FROM {table} WHERE "key" LIKE $1 ESCAPE E'\\'
+                              RETURNING "expiresAt" > {NOW_UTC} AS live)
                    SELECT count(*) FILTER (WHERE live) FROM d"#
             ),
             cleanup: format!(
                 r#"WITH l AS (SELECT pg_try_advisory_xact_lock({ADVISORY_CLASS_CLEANUP}, hashtext($1)) AS ok),
                         d AS (DELETE FROM {table} WHERE "id" IN (
-                              SELECT "id" FROM {table} WHERE (SELECT ok FROM l) AND "expiresAt" <= {NOW_UTC} LIMIT $2)
+                              SELECT "id" FROM {table} WHERE (SELECT ok FROM l)
+                                AND "expiresAt" <= {NOW_UTC} - $3::bigint * interval '1 millisecond'
+                                AND "updatedAt" <= {NOW_UTC} - $3::bigint * interval '1 millisecond'
+                              LIMIT $2)
                               RETURNING 1)
                    SELECT (SELECT ok FROM l), (SELECT count(*) FROM d)"#
             ),
@@ -131,9 +183,10 @@ impl Statements {
     }
 }
 
-/// A string literal: any text is safe inside, `'` doubled.
+/// A string literal: any text is safe inside, whatever `standard_conforming_strings` says (an `E''` string, with
+/// `\\` and `'` doubled).
 fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// A quoted identifier: any text is safe inside, `"` doubled.
@@ -156,20 +209,30 @@ pub struct PostgresL2 {
     table_ready: AtomicBool,
     table_check: tokio::sync::Mutex<()>,
     locks: Arc<LockSession>,
+    fence_window_ms: u64,
     redactor: Redactor,
 }
 
 impl PostgresL2 {
     /// Builds the pool without connecting: the first call connects, so a server that is down at start-up only
     /// degrades the calls made until it is up. Must run inside a tokio runtime.
-    pub fn new(url: &url::Url, config: &PostgresConfig, timeout: Duration) -> Result<Self> {
+    pub fn new(
+        url: &url::Url,
+        config: &PostgresConfig,
+        timeout: Duration,
+        fence_window: Duration,
+    ) -> Result<Self> {
         let redactor = Redactor::for_url(url);
-        let connect_options: PgConnectOptions = url
-            .as_str()
-            .parse()
-            .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Postgres URL", e))?;
+        let connect_options: PgConnectOptions = url.as_str().parse().map_err(|e| {
+            redactor.error(
+                ErrorKind::InvalidOption,
+                "option `url` is not a valid Postgres URL",
+                e,
+            )
+        })?;
         // The pid lets an operator (or a test) tell the connections of each instance apart in pg_stat_activity.
-        let connect_options = connect_options.application_name(&format!("tiered-cache pid {}", std::process::id()));
+        let connect_options =
+            connect_options.application_name(&format!("tiered-cache pid {}", std::process::id()));
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)
@@ -186,21 +249,28 @@ impl PostgresL2 {
             sql: Statements::new(config),
             table_ready: AtomicBool::new(false),
             table_check: Default::default(),
+            fence_window_ms: fence_window.as_millis().max(1) as u64,
             redactor,
         })
     }
 
     fn error(&self, context: &str, e: sqlx::Error) -> CacheError {
         let kind = match &e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                ErrorKind::L2Unavailable
-            }
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => ErrorKind::L2Unavailable,
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+            {
                 ErrorKind::L2Unavailable
             }
             _ => ErrorKind::L2,
         };
-        self.redactor.error(kind, &format!("Postgres L2 {context}"), e)
+        self.redactor
+            .error(kind, &format!("Postgres L2 {context}"), e)
     }
 
     /// Creates the table in the Prisma shape when it is absent, once per process; retried after a failure.
@@ -219,7 +289,11 @@ impl PostgresL2 {
     }
 
     async fn create_table_if_absent(&self) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(|e| self.error("connect", e))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| self.error("connect", e))?;
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(&self.sql.table_name)
             .fetch_one(conn.as_mut())
@@ -248,70 +322,128 @@ impl PostgresL2 {
         Ok(())
     }
 
-    /// The live row of `key`, its remaining life by the database clock; creates the table first if needed.
-    pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
+    /// The live row of `key`, its remaining life and the time of the read by the database clock; creates the table
+    /// first if needed.
+    pub async fn get(&self, key: &str) -> Result<L2Read> {
         self.ensure_table().await?;
         let row = sqlx::query(&self.sql.get)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(|e| self.error("get", e))?;
-        Ok(row.map(|row| L2Hit {
-            json: row.get(0),
-            remaining_ms: Some(row.get::<f64, _>(1).max(0.0) as u64),
-        }))
+        let json: Option<String> = row.get(1);
+        Ok(L2Read {
+            at: ServerTime(row.get::<i64, _>(0).max(0) as u64),
+            hit: json.map(|json| L2Hit {
+                json,
+                remaining_ms: Some(row.get::<f64, _>(2).max(0.0) as u64),
+            }),
+        })
     }
 
-    /// Upserts the row of `key`, expiring `ttl_ms` from now. `bus_message` is notified in the same statement, so it
-    /// goes out exactly when the write commits.
-    pub async fn set(&self, key: &str, json: &str, ttl_ms: u64, bus_message: Option<&str>) -> Result<()> {
+    /// Upserts the row of `key`, expiring `ttl_ms` from now, unless `condition` refuses it; `bus_message` is
+    /// notified in the same statement, so it goes out exactly when the write commits. A fenced write runs in a
+    /// transaction that first takes the namespace's invalidation lock shared.
+    pub async fn set(
+        &self,
+        key: &str,
+        namespace: &str,
+        json: &str,
+        ttl_ms: u64,
+        condition: WriteCondition,
+        bus_message: Option<&str>,
+    ) -> Result<bool> {
         self.ensure_table().await?;
-        let query = match bus_message {
-            Some(message) => sqlx::query(&self.sql.set_and_notify)
+        let fail = |e| self.error("set", e);
+        let Some(since) = condition.since() else {
+            let mut query = sqlx::query(&self.sql.set[0][bus_message.is_some() as usize])
                 .bind(key)
                 .bind(json)
-                .bind(ttl_ms as i64)
-                .bind(BUS_CHANNEL)
-                .bind(message),
-            None => sqlx::query(&self.sql.set).bind(key).bind(json).bind(ttl_ms as i64),
+                .bind(ttl_ms as i64);
+            if let Some(message) = bus_message {
+                query = query.bind(BUS_CHANNEL).bind(message);
+            }
+            return Ok(!query.fetch_all(&self.pool).await.map_err(fail)?.is_empty());
         };
-        query.execute(&self.pool).await.map_err(|e| self.error("set", e))?;
-        Ok(())
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))")
+            .bind(ADVISORY_CLASS_INVALIDATION)
+            .bind(namespace)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let mut query = sqlx::query(&self.sql.set[1][bus_message.is_some() as usize])
+            .bind(key)
+            .bind(json)
+            .bind(ttl_ms as i64)
+            .bind(since.0 as i64)
+            .bind((self.fence_window_ms * 1000) as i64)
+            .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
+            .bind((since.0 / 1000) as i64);
+        if let Some(message) = bus_message {
+            query = query.bind(BUS_CHANNEL).bind(message);
+        }
+        let written = !query.fetch_all(&mut *tx).await.map_err(fail)?.is_empty();
+        tx.commit().await.map_err(fail)?;
+        Ok(written)
     }
 
-    /// Deletes the rows of `keys`; returns how many were live (expired rows go too, uncounted).
-    pub async fn delete(&self, keys: &[String]) -> Result<u64> {
+    /// Turns the rows of `keys` into tombstones (and notifies `bus_message`) in one statement; returns how many were
+    /// live.
+    pub async fn delete(&self, keys: &[String], bus_message: Option<&str>) -> Result<u64> {
         self.ensure_table().await?;
-        let removed: i64 = sqlx::query_scalar(&self.sql.delete)
-            .bind(keys)
+        // One statement may not upsert a row twice.
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut query = sqlx::query(&self.sql.delete[bus_message.is_some() as usize]).bind(keys);
+        if let Some(message) = bus_message {
+            query = query.bind(BUS_CHANNEL).bind(message);
+        }
+        let row = query
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.error("delete", e))?;
-        Ok(removed as u64)
+        Ok(row.get::<i64, _>(0) as u64)
     }
 
     /// Whether a live row of `key` exists.
     pub async fn has(&self, key: &str) -> Result<bool> {
         self.ensure_table().await?;
-        sqlx::query_scalar(&self.sql.has).bind(key).fetch_one(&self.pool).await.map_err(|e| self.error("has", e))
-    }
-
-    /// Deletes the namespace's rows whose key is `LIKE` the pattern, in one statement; returns how many were live.
-    pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
-        self.ensure_table().await?;
-        let like = pattern.to_like(&crate::key::namespaced(namespace, ""));
-        let removed: i64 = sqlx::query_scalar(&self.sql.delete_like)
-            .bind(like)
+        sqlx::query_scalar(&self.sql.has)
+            .bind(key)
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| self.error("invalidatePattern", e))?;
+            .map_err(|e| self.error("has", e))
+    }
+
+    /// Stamps the namespace's marker row and deletes its rows whose key is `LIKE` the pattern, in one transaction
+    /// under the namespace's invalidation lock; returns how many were live.
+    pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
+        self.ensure_table().await?;
+        let fail = |e| self.error("invalidatePattern", e);
+        let like = pattern.to_like(&crate::key::namespaced(namespace, ""));
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(ADVISORY_CLASS_INVALIDATION)
+            .bind(namespace)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let removed: i64 = sqlx::query_scalar(&self.sql.mark_and_delete_like)
+            .bind(like)
+            .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
         Ok(removed as u64)
     }
 
-    /// `pg_notify` on [`BUS_CHANNEL`], on a pooled connection.
-    pub async fn publish(&self, message: &str) -> Result<()> {
+    /// `pg_notify` on `channel`, on a pooled connection.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(BUS_CHANNEL)
+            .bind(channel)
             .bind(message)
             .execute(&self.pool)
             .await
@@ -319,7 +451,13 @@ impl PostgresL2 {
         Ok(())
     }
 
-    /// Deletes expired rows in batches, unless another instance is sweeping; returns how many went.
+    /// The channel on which only the bus of `bus_id` listens, for its liveness probes.
+    pub fn probe_channel(bus_id: u64) -> String {
+        format!("{BUS_CHANNEL}_probe_{bus_id:016x}")
+    }
+
+    /// Deletes rows past both their expiry and their last write by more than the fence window, in batches, unless
+    /// another instance is sweeping; returns how many went.
     pub async fn sweep_expired(&self) -> Result<u64> {
         self.ensure_table().await?;
         let mut total = 0;
@@ -327,6 +465,7 @@ impl PostgresL2 {
             let (locked, deleted): (bool, i64) = sqlx::query_as(&self.sql.cleanup)
                 .bind(&self.sql.table_name)
                 .bind(CLEANUP_BATCH_ROWS)
+                .bind(self.fence_window_ms as i64)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| self.error("expiry sweep", e))?;
@@ -341,18 +480,53 @@ impl PostgresL2 {
     /// Takes the session-level advisory lock of `key` on the store's lock session; `None` when another session
     /// holds it.
     pub async fn try_lock(&self, key: &str) -> Result<Option<AdvisoryLock>> {
-        let locked = self.locks.try_lock(key).await.map_err(|e| self.error("lock", e))?;
-        Ok(locked.then(|| AdvisoryLock { session: Some(self.locks.clone()), key: key.to_owned() }))
+        let locked = self
+            .locks
+            .try_lock(key)
+            .await
+            .map_err(|e| self.error("lock", e))?;
+        Ok(locked.then(|| AdvisoryLock {
+            session: Some(self.locks.clone()),
+            key: key.to_owned(),
+        }))
     }
 
-    /// A dedicated `LISTEN` connection for the invalidation bus.
-    pub async fn listen(&self) -> Result<PgListener> {
-        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(self.connect_options.clone());
-        let mut listener = PgListener::connect_with(&pool).await.map_err(|e| self.error("bus connect", e))?;
+    /// A dedicated `LISTEN` connection on the bus channel and `probe_channel`: a stream that ends when the
+    /// connection is lost. It may also never answer (a half-open connection): the bus bounds every wait on it.
+    pub async fn listen(&self, probe_channel: &str) -> Result<BusStream> {
+        let options = self
+            .connect_options
+            .clone()
+            .application_name(&format!("tiered-cache bus pid {}", std::process::id()));
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(|e| self.error("bus connect", e))?;
         // Reconnection is ours to do: a lost connection means lost messages, which the store must hear about.
         listener.eager_reconnect(false);
-        listener.listen(BUS_CHANNEL).await.map_err(|e| self.error("bus listen", e))?;
-        Ok(listener)
+        listener
+            .listen_all([BUS_CHANNEL, probe_channel])
+            .await
+            .map_err(|e| self.error("bus listen", e))?;
+        let probe_channel = probe_channel.to_owned();
+        Ok(Box::pin(futures_util::stream::unfold(
+            listener,
+            move |mut listener| {
+                let probe_channel = probe_channel.clone();
+                async move {
+                    let notification = listener.try_recv().await.ok()??;
+                    let payload = notification.payload().to_owned();
+                    let event = if notification.channel() == probe_channel {
+                        BusEvent::Probe(payload)
+                    } else {
+                        BusEvent::Message(payload)
+                    };
+                    Some((event, listener))
+                }
+            },
+        )))
     }
 }
 
@@ -368,7 +542,10 @@ pub struct LockSession {
 
 impl LockSession {
     fn new(options: PgConnectOptions) -> Self {
-        LockSession { options, conn: tokio::sync::Mutex::new(None) }
+        LockSession {
+            options,
+            conn: tokio::sync::Mutex::new(None),
+        }
     }
 
     async fn try_lock(&self, key: &str) -> std::result::Result<bool, sqlx::Error> {
@@ -441,9 +618,13 @@ mod tests {
 
     #[test]
     fn statements_use_the_configured_table() {
-        let sql = Statements::new(&PostgresConfig { table: "my_cache".into(), ..Default::default() });
+        let sql = Statements::new(&PostgresConfig {
+            table: "my_cache".into(),
+            ..Default::default()
+        });
         assert!(sql.get.contains("FROM \"my_cache\""));
         assert!(sql.create[1].contains("\"my_cache_key_key\""));
-        assert!(sql.set_and_notify.contains("pg_notify($4, $5)"));
+        assert!(sql.set[0][1].contains("pg_notify($4, $5)"));
+        assert!(sql.set[1][1].contains("pg_notify($8, $9)"));
     }
 }

@@ -1,16 +1,23 @@
-//! The Redis L2: plain string keys holding the JSON text, written with `SET ... PX`.
+//! The Redis L2: each entry is a small hash `namespace:key` → `{ v: JSON text, x: expiry, w: last write }`, times in
+//! microseconds of the Redis server's clock.
+//!
+//! The write time `w` is what fences a load that raced a change (see [`super::WriteCondition`]): so that it outlives
+//! the value when the TTL is short, the key lives at least the fence window, and the value's own expiry is `x`.
+//! A `delete` leaves a hash holding only `w` (a tombstone) for the window; `invalidatePattern` and `clear` stamp one
+//! marker key per namespace instead. Writes, removals and their bus messages each go in one script, so one round
+//! trip; reads are a pipeline of `HMGET` and `TIME`, no script.
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`, which reconnects by itself) carries every command;
-//! the invalidation bus has its own pub/sub connection. Pattern deletes walk `SCAN MATCH` and `UNLINK` batch by
-//! batch, so no single command blocks the server for long; `KEYS` is never used.
+//! the invalidation bus has its own pub/sub connection. Pattern deletes walk `SCAN MATCH` batch by batch, so no single
+//! command blocks the server for long; `KEYS` is never used.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, RedisError};
+use redis::{AsyncCommands, Client, RedisError, Script};
 
-use super::{L2Hit, Redactor};
+use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, WriteCondition};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 
@@ -18,10 +25,70 @@ use crate::pattern::Pattern;
 pub const BUS_CHANNEL: &str = "tiered-cache:bus";
 /// Lock keys start with `#`, which no namespace may contain, so they never meet a cache key or a `SCAN` of one.
 const LOCK_PREFIX: &str = "#lock:";
+/// The namespace's marker of its latest `invalidatePattern` or `clear`.
+const INVALIDATION_PREFIX: &str = "#inval:";
 /// The default `COUNT` hint of `SCAN`.
 pub const DEFAULT_SCAN_COUNT: u32 = 1000;
 
 const UNLOCK_IF_OWNER: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// `now` and `nowstr` in microseconds of the server clock; every script starts with it.
+const NOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nowstr = string.format('%.0f', now)
+";
+
+/// KEYS: entry, namespace marker. ARGV: json, ttl ms, fence window ms, since µs or '' (unconditional), bus channel,
+/// bus message or ''. Returns 1 when written, 0 when the fence refused it.
+const SET: &str = r"
+local since = tonumber(ARGV[4])
+if since then
+  if now - since > tonumber(ARGV[3]) * 1000 then return 0 end
+  local w = redis.pcall('HGET', KEYS[1], 'w')
+  if type(w) == 'string' and tonumber(w) >= since then return 0 end
+  local m = redis.call('GET', KEYS[2])
+  if m and tonumber(m) >= since then return 0 end
+end
+local ttl = tonumber(ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'x', string.format('%.0f', now + ttl * 1000), 'w', nowstr)
+redis.call('PEXPIRE', KEYS[1], math.max(ttl, tonumber(ARGV[3])))
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return 1
+";
+
+/// KEYS: entries. ARGV: fence window ms, bus channel, bus message or ''. Leaves a tombstone of each key; returns how
+/// many were live.
+const DELETE: &str = r"
+local live = 0
+for _, key in ipairs(KEYS) do
+  local r = redis.pcall('HMGET', key, 'v', 'x')
+  if type(r) == 'table' and not r.err and r[1] and tonumber(r[2]) > now then live = live + 1 end
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'w', nowstr)
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return live
+";
+
+/// KEYS: entries found by a `SCAN` step. Unlinks them; returns how many were live.
+const UNLINK_COUNTING_LIVE: &str = r"
+local live = 0
+for _, key in ipairs(KEYS) do
+  local r = redis.pcall('HMGET', key, 'v', 'x')
+  if type(r) == 'table' and not r.err and r[1] and tonumber(r[2]) > now then live = live + 1 end
+  redis.call('UNLINK', key)
+end
+return live
+";
+
+/// KEYS: the namespace marker. ARGV: fence window ms.
+const MARK_INVALIDATION: &str = r"
+redis.call('SET', KEYS[1], nowstr, 'PX', ARGV[1])
+return 1
+";
 
 /// Settings of the Redis L2.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,7 +100,28 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { scan_count: DEFAULT_SCAN_COUNT }
+        RedisConfig {
+            scan_count: DEFAULT_SCAN_COUNT,
+        }
+    }
+}
+
+struct Scripts {
+    set: Script,
+    delete: Script,
+    unlink_counting_live: Script,
+    mark_invalidation: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_now = |body: &str| Script::new(&format!("{NOW}{body}"));
+        Scripts {
+            set: with_now(SET),
+            delete: with_now(DELETE),
+            unlink_counting_live: with_now(UNLINK_COUNTING_LIVE),
+            mark_invalidation: with_now(MARK_INVALIDATION),
+        }
     }
 }
 
@@ -42,15 +130,27 @@ pub struct RedisL2 {
     client: Client,
     manager: ConnectionManager,
     scan_count: u32,
+    fence_window_ms: u64,
+    scripts: Scripts,
     redactor: Redactor,
 }
 
 impl RedisL2 {
     /// Builds a lazy connection: the first command connects. Must run inside a tokio runtime.
-    pub fn new(url: &url::Url, config: &RedisConfig, timeout: Duration) -> Result<Self> {
+    pub fn new(
+        url: &url::Url,
+        config: &RedisConfig,
+        timeout: Duration,
+        fence_window: Duration,
+    ) -> Result<Self> {
         let redactor = Redactor::for_url(url);
-        let client = Client::open(url.as_str())
-            .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Redis URL", e))?;
+        let client = Client::open(url.as_str()).map_err(|e| {
+            redactor.error(
+                ErrorKind::InvalidOption,
+                "option `url` is not a valid Redis URL",
+                e,
+            )
+        })?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -58,13 +158,23 @@ impl RedisL2 {
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
             .map_err(|e| redactor.error(ErrorKind::InvalidOption, "Redis L2 configuration", e))?;
-        Ok(RedisL2 { client, manager, scan_count: config.scan_count, redactor })
+        Ok(RedisL2 {
+            client,
+            manager,
+            scan_count: config.scan_count,
+            fence_window_ms: fence_window.as_millis().max(1) as u64,
+            scripts: Scripts::new(),
+            redactor,
+        })
     }
 
     fn error(&self, context: &str, e: RedisError) -> CacheError {
         let kind = if e.is_timeout() {
             ErrorKind::L2Timeout
-        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_unrecoverable_error()
+        } else if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
         {
             ErrorKind::L2Unavailable
         } else {
@@ -77,44 +187,109 @@ impl RedisL2 {
         self.manager.clone()
     }
 
-    /// `GET` and `PTTL` in one pipeline; `remaining_ms` is `None` for a key without expiry.
-    pub async fn get(&self, key: &str) -> Result<Option<L2Hit>> {
-        let (json, pttl): (Option<String>, i64) = redis::pipe()
-            .get(key)
-            .pttl(key)
+    /// `HMGET v x` and `TIME` in one pipeline: the entry if live, and the server time of the read.
+    pub async fn get(&self, key: &str) -> Result<L2Read> {
+        let ((json, expires_us), time): ((Option<String>, Option<u64>), (u64, u64)) = redis::pipe()
+            .cmd("HMGET")
+            .arg(key)
+            .arg("v")
+            .arg("x")
+            .cmd("TIME")
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.error("get", e))?;
-        Ok(json.map(|json| L2Hit { json, remaining_ms: (pttl >= 0).then_some(pttl as u64) }))
+        let now_us = time.0 * 1_000_000 + time.1;
+        let hit = match (json, expires_us) {
+            (Some(json), Some(x)) if x > now_us => Some(L2Hit {
+                json,
+                remaining_ms: Some((x - now_us) / 1000),
+            }),
+            _ => None,
+        };
+        Ok(L2Read {
+            hit,
+            at: ServerTime(now_us),
+        })
     }
 
-    /// `SET key json PX ttl_ms`, then `PUBLISH` of `bus_message` in the same pipeline: one round trip, not atomic.
-    pub async fn set(&self, key: &str, json: &str, ttl_ms: u64, bus_message: Option<&str>) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(key).arg(json).arg("PX").arg(ttl_ms).ignore();
-        if let Some(message) = bus_message {
-            pipe.publish(BUS_CHANNEL, message).ignore();
+    /// Writes the entry (and publishes `bus_message`) in one script, unless `condition` refuses it.
+    pub async fn set(
+        &self,
+        key: &str,
+        namespace: &str,
+        json: &str,
+        ttl_ms: u64,
+        condition: WriteCondition,
+        bus_message: Option<&str>,
+    ) -> Result<bool> {
+        let since = match condition {
+            WriteCondition::Always => String::new(),
+            WriteCondition::UnchangedSince(ServerTime(us)) => us.to_string(),
+        };
+        let written: i64 = self
+            .scripts
+            .set
+            .key(key)
+            .key(format!("{INVALIDATION_PREFIX}{namespace}"))
+            .arg(json)
+            .arg(ttl_ms)
+            .arg(self.fence_window_ms)
+            .arg(since)
+            .arg(BUS_CHANNEL)
+            .arg(bus_message.unwrap_or(""))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.error("set", e))?;
+        Ok(written == 1)
+    }
+
+    /// Leaves a tombstone of each key (and publishes `bus_message`) in one script; returns how many were live.
+    /// `keys` must not be empty.
+    pub async fn delete(&self, keys: &[String], bus_message: Option<&str>) -> Result<u64> {
+        let mut invocation = self.scripts.delete.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
         }
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(|e| self.error("set", e))
+        invocation
+            .arg(self.fence_window_ms)
+            .arg(BUS_CHANNEL)
+            .arg(bus_message.unwrap_or(""));
+        invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.error("delete", e))
     }
 
-    /// `UNLINK`s `keys` (freed by the server in the background); returns how many existed. `keys` must not be empty:
-    /// `UNLINK` without a key is an error.
-    pub async fn delete(&self, keys: &[String]) -> Result<u64> {
-        self.conn().unlink(keys).await.map_err(|e| self.error("delete", e))
-    }
-
-    /// `EXISTS`: Redis hides expired keys itself, so a key found is live.
+    /// Whether a live entry exists, without fetching its value.
     pub async fn has(&self, key: &str) -> Result<bool> {
-        self.conn().exists(key).await.map_err(|e| self.error("has", e))
+        let ((json, expires_us), time): ((Option<redis::Value>, Option<u64>), (u64, u64)) =
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(key)
+                .arg("v")
+                .arg("x")
+                .cmd("TIME")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.error("has", e))?;
+        Ok(json.is_some() && expires_us.is_some_and(|x| x > time.0 * 1_000_000 + time.1))
     }
 
-    /// Walks `SCAN MATCH` over the namespace and `UNLINK`s each step's keys that [`Pattern::matches`]; returns how
-    /// many went. Not atomic: a key written during the walk may survive it.
+    /// Stamps the namespace's invalidation marker, then walks `SCAN MATCH` over the namespace and unlinks each step's
+    /// keys that [`Pattern::matches`]; returns how many live ones went. Not atomic: a key written during the walk
+    /// may survive it, but no load that started before the call can store its value after it.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
+        let mut conn = self.conn();
+        let _: i64 = self
+            .scripts
+            .mark_invalidation
+            .key(format!("{INVALIDATION_PREFIX}{namespace}"))
+            .arg(self.fence_window_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("invalidatePattern", e))?;
         let prefix = crate::key::namespaced(namespace, "");
         let glob = pattern.to_redis_match(&prefix);
-        let mut conn = self.conn();
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
@@ -129,11 +304,21 @@ impl RedisL2 {
                 .map_err(|e| self.error("invalidatePattern scan", e))?;
             let matching: Vec<&String> = keys
                 .iter()
-                .filter(|full| crate::key::strip_namespace(namespace, full).is_some_and(|key| pattern.matches(key)))
+                .filter(|full| {
+                    crate::key::strip_namespace(namespace, full)
+                        .is_some_and(|key| pattern.matches(key))
+                })
                 .collect();
             if !matching.is_empty() {
-                let n: u64 = conn.unlink(&matching).await.map_err(|e| self.error("invalidatePattern unlink", e))?;
-                removed += n;
+                let mut invocation = self.scripts.unlink_counting_live.prepare_invoke();
+                for key in matching {
+                    invocation.key(key);
+                }
+                let live: u64 = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| self.error("invalidatePattern unlink", e))?;
+                removed += live;
             }
             if next == 0 {
                 return Ok(removed);
@@ -142,9 +327,17 @@ impl RedisL2 {
         }
     }
 
-    /// `PUBLISH` on [`BUS_CHANNEL`], on the command connection.
-    pub async fn publish(&self, message: &str) -> Result<()> {
-        self.conn().publish(BUS_CHANNEL, message).await.map_err(|e| self.error("bus publish", e))
+    /// `PUBLISH` on `channel`, on the command connection.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
+        self.conn()
+            .publish(channel, message)
+            .await
+            .map_err(|e| self.error("bus publish", e))
+    }
+
+    /// The channel on which only the bus of `bus_id` listens, for its liveness probes.
+    pub fn probe_channel(bus_id: u64) -> String {
+        format!("{BUS_CHANNEL}:probe:{bus_id:016x}")
     }
 
     /// `SET NX PX` on the lock key of `key` with a random owner token; only the owner's release deletes it. When
@@ -169,16 +362,36 @@ impl RedisL2 {
                 lock_key,
                 token,
             })),
-            None => super::LockAttempt::Held { expires_in_ms: u64::try_from(expires_in_ms).ok() },
+            None => super::LockAttempt::Held {
+                expires_in_ms: u64::try_from(expires_in_ms).ok(),
+            },
         })
     }
 
-    /// A dedicated pub/sub connection subscribed to the bus channel: a stream of payloads that ends when the
-    /// connection is lost.
-    pub async fn subscribe(&self) -> Result<std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(|e| self.error("bus connect", e))?;
-        pubsub.subscribe(BUS_CHANNEL).await.map_err(|e| self.error("bus subscribe", e))?;
-        Ok(Box::pin(pubsub.into_on_message().filter_map(|msg| async move { msg.get_payload::<String>().ok() })))
+    /// A dedicated pub/sub connection subscribed to the bus channel and to `probe_channel`: a stream that ends when
+    /// the connection is lost. It may also never answer (a half-open connection): the bus bounds every wait on it.
+    pub async fn subscribe(&self, probe_channel: &str) -> Result<BusStream> {
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| self.error("bus connect", e))?;
+        pubsub
+            .subscribe(&[BUS_CHANNEL, probe_channel])
+            .await
+            .map_err(|e| self.error("bus subscribe", e))?;
+        let probe_channel = probe_channel.to_owned();
+        Ok(Box::pin(pubsub.into_on_message().filter_map(move |msg| {
+            let probe = msg.get_channel_name() == probe_channel;
+            async move {
+                let payload = msg.get_payload::<String>().ok()?;
+                Some(if probe {
+                    BusEvent::Probe(payload)
+                } else {
+                    BusEvent::Message(payload)
+                })
+            }
+        })))
     }
 }
 
@@ -201,14 +414,20 @@ impl TokenLock {
 
 /// Deletes the lock only if it still holds our token: past its expiry another process may own it.
 async fn unlock(mut manager: ConnectionManager, lock_key: &str, token: &str) {
-    let _: std::result::Result<i64, _> =
-        redis::Script::new(UNLOCK_IF_OWNER).key(lock_key).arg(token).invoke_async(&mut manager).await;
+    let _: std::result::Result<i64, _> = redis::Script::new(UNLOCK_IF_OWNER)
+        .key(lock_key)
+        .arg(token)
+        .invoke_async(&mut manager)
+        .await;
 }
 
 impl Drop for TokenLock {
     fn drop(&mut self) {
         if let Some(manager) = self.manager.take() {
-            let (lock_key, token) = (std::mem::take(&mut self.lock_key), std::mem::take(&mut self.token));
+            let (lock_key, token) = (
+                std::mem::take(&mut self.lock_key),
+                std::mem::take(&mut self.token),
+            );
             crate::runtime::spawn(async move { unlock(manager, &lock_key, &token).await });
         }
     }

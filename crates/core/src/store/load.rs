@@ -1,0 +1,460 @@
+//! `getOrSet`: single-flight in the process, the L2's load lock across processes, and the lease that stores a loaded
+//! value only if nothing changed the key while the loader ran.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Inner, Json, Outcome, Store};
+use crate::bus::BusOp;
+use crate::error::{CacheError, ErrorKind};
+use crate::flight::{self, Flight, FlightResult, Joined};
+use crate::key::namespaced;
+use crate::l2::{L2Hit, LoadLock, LockAttempt, ServerTime, WriteCondition, L2};
+use crate::stats::bump;
+
+/// How often a `getOrSet` waiting on another process's lock looks for the value, unless the bus wakes it first.
+const LOCK_POLL_INTERVAL_MS: u64 = 25;
+
+/// The result of starting a `getOrSet`.
+pub enum LoadStep {
+    /// The value was cached, or another thread or process loaded it.
+    Hit(Json),
+    /// The caller must run the loader and [`LoadLease::complete`] or [`LoadLease::fail`] the lease.
+    Lead(LoadLease),
+    /// The loader of another thread failed with this error.
+    Failed(CacheError),
+}
+
+enum LockStep {
+    /// Another process loaded the value; `generation` is the key's generation just before the read that found it.
+    Loaded { hit: L2Hit, generation: u64 },
+    /// Load it: under the lock when there is one, fenced by the time of the last read that missed.
+    Lead {
+        lock: Option<LoadLock>,
+        since: ServerTime,
+        waited: bool,
+    },
+}
+
+impl Store {
+    /// Starts a `getOrSet`: a hit, the result of another caller's load, or a lease to load. With `wait_for_others`
+    /// false (a caller that already waited `lockTimeout` on a load of its own thread), a load in progress in the
+    /// process is not waited for again.
+    pub async fn begin_load(&self, key: &str, wait_for_others: bool) -> Outcome<LoadStep> {
+        let inner = &self.inner;
+        loop {
+            if let Some(entry) = inner.l1_hit(key) {
+                return Outcome::ok(LoadStep::Hit(Json::L1(entry)));
+            }
+            match inner.flights.join(key) {
+                Joined::Follower(_) if !wait_for_others => {
+                    bump(&inner.stats.lock_timeouts);
+                    return Outcome::ok(LoadStep::Lead(inner.lease(
+                        key,
+                        None,
+                        None,
+                        None,
+                        Duration::ZERO,
+                    )));
+                }
+                Joined::Follower(follower) => {
+                    bump(&inner.stats.lock_waits);
+                    match flight::wait(follower, inner.config.lock_timeout()).await {
+                        Some(FlightResult::Loaded(json)) => {
+                            return Outcome::ok(LoadStep::Hit(Json::Text(json)))
+                        }
+                        Some(FlightResult::Failed(message)) => {
+                            let error = CacheError::new(ErrorKind::LoaderFailed, message);
+                            return Outcome::ok(LoadStep::Failed(error));
+                        }
+                        // The leader went away: join again, and one of the waiters leads.
+                        Some(FlightResult::Abandoned) => continue,
+                        None => {
+                            bump(&inner.stats.lock_timeouts);
+                            return Outcome::ok(LoadStep::Lead(inner.lease(
+                                key,
+                                None,
+                                None,
+                                None,
+                                Duration::ZERO,
+                            )));
+                        }
+                    }
+                }
+                Joined::Leader(flight) => return inner.lead(key, flight).await,
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn lead(self: &Arc<Self>, key: &str, flight: Arc<Flight>) -> Outcome<LoadStep> {
+        let generation = self.generations.of(key);
+        let Some(l2) = self.l2.clone() else {
+            return Outcome::ok(LoadStep::Lead(self.lease(
+                key,
+                Some(flight),
+                None,
+                None,
+                Duration::ZERO,
+            )));
+        };
+        // The read, the lock and the write of one `getOrSet` share one `l2Timeout`; waiting for another loader
+        // does not count (it is bounded by `lockTimeout`).
+        let deadline = self.deadline();
+        let full = namespaced(&self.config.namespace, key);
+        let read = match self.l2_call(deadline, l2.get(&full)).await {
+            Ok(read) => read,
+            Err(error) => {
+                // The L2 is failing: lead without asking it for a lock, and do not wait for it again.
+                let lease = self.lease(key, Some(flight), None, None, Duration::ZERO);
+                return Outcome {
+                    value: LoadStep::Lead(lease),
+                    error: self.absorb(Err::<(), _>(error), ()).error,
+                };
+            }
+        };
+        if let Some(hit) = read.hit {
+            bump(&self.stats.hits);
+            bump(&self.stats.l2_hits);
+            let json = self.fill_l1_from(key, hit, generation);
+            self.flights
+                .finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
+            return Outcome::ok(LoadStep::Hit(json));
+        }
+        bump(&self.stats.misses);
+        let locked = self.lock_or_wait(&l2, &full, read.at, deadline).await;
+        let value = match locked.value {
+            LockStep::Loaded { hit, generation } => {
+                let json = self.fill_l1_from(key, hit, generation);
+                self.flights
+                    .finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
+                LoadStep::Hit(json)
+            }
+            LockStep::Lead {
+                lock,
+                since,
+                waited,
+            } => {
+                let budget = match (&locked.error, waited) {
+                    (Some(_), _) => Duration::ZERO,
+                    (None, true) => self.config.l2_timeout(),
+                    (None, false) => deadline.saturating_duration_since(Instant::now()),
+                };
+                LoadStep::Lead(self.lease_from(
+                    key,
+                    Some(flight),
+                    lock,
+                    Some(since),
+                    budget,
+                    generation,
+                ))
+            }
+        };
+        Outcome {
+            value,
+            error: locked.error,
+        }
+    }
+
+    fn lease(
+        self: &Arc<Self>,
+        key: &str,
+        flight: Option<Arc<Flight>>,
+        lock: Option<LoadLock>,
+        since: Option<ServerTime>,
+        l2_budget: Duration,
+    ) -> LoadLease {
+        let generation = self.generations.of(key);
+        self.lease_from(key, flight, lock, since, l2_budget, generation)
+    }
+
+    fn lease_from(
+        self: &Arc<Self>,
+        key: &str,
+        flight: Option<Arc<Flight>>,
+        lock: Option<LoadLock>,
+        since: Option<ServerTime>,
+        l2_budget: Duration,
+        generation: u64,
+    ) -> LoadLease {
+        bump(&self.stats.loader_calls);
+        LoadLease {
+            inner: self.clone(),
+            key: key.to_owned(),
+            flight,
+            lock: lock.map(|lock| HeldLock::new(lock, self.config.lock_timeout())),
+            since,
+            generation,
+            l2_budget,
+        }
+    }
+
+    /// After a miss at `missed_at`: take the cross-process lock, or wait for its holder's value until `lockTimeout`.
+    /// When a lock changes hands (its holder died and its hold ran out), the wait covers the new holder's hold, up
+    /// to twice `lockTimeout` in all, so waiters do not all give up and load at the moment the new holder starts.
+    async fn lock_or_wait(
+        &self,
+        l2: &L2,
+        full: &str,
+        missed_at: ServerTime,
+        deadline: Instant,
+    ) -> Outcome<LockStep> {
+        let lead_unlocked = |since, waited| LockStep::Lead {
+            lock: None,
+            since,
+            waited,
+        };
+        if !self.config.distributed_lock {
+            return Outcome::ok(lead_unlocked(missed_at, false));
+        }
+        let lock_timeout = self.config.lock_timeout();
+        let started = Instant::now();
+        let mut wait_until = started + lock_timeout;
+        let mut since = missed_at;
+        let mut waited = false;
+        loop {
+            let attempt_deadline = if waited { self.deadline() } else { deadline };
+            let expires_in_ms = match self
+                .l2_call(attempt_deadline, l2.try_lock(full, lock_timeout))
+                .await
+            {
+                Err(error) => return self.absorb(Err(error), lead_unlocked(since, waited)),
+                Ok(LockAttempt::Acquired(lock)) => {
+                    return self
+                        .recheck_after_lock(l2, full, lock, attempt_deadline, waited)
+                        .await
+                }
+                Ok(LockAttempt::Held { expires_in_ms }) => expires_in_ms,
+            };
+            if !waited {
+                waited = true;
+                bump(&self.stats.lock_waits);
+            }
+            let now = Instant::now();
+            if let Some(ms) = expires_in_ms {
+                let hold_ends = now + Duration::from_millis(ms + LOCK_POLL_INTERVAL_MS);
+                wait_until = wait_until.max(hold_ends).min(started + lock_timeout * 2);
+            }
+            if now >= wait_until {
+                bump(&self.stats.lock_timeouts);
+                return Outcome::ok(lead_unlocked(since, waited));
+            }
+            let nap = Duration::from_millis(LOCK_POLL_INTERVAL_MS).min(wait_until - now);
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = self.l2_activity.notified() => {}
+            }
+            let key = crate::key::strip_any_namespace(full);
+            let generation = self.generations.of(key);
+            match self.l2_call(self.deadline(), l2.get(full)).await {
+                Ok(read) => match read.hit {
+                    Some(hit) => return Outcome::ok(LockStep::Loaded { hit, generation }),
+                    None => since = read.at,
+                },
+                Err(error) => return self.absorb(Err(error), lead_unlocked(since, waited)),
+            }
+        }
+    }
+
+    /// The holder before us may have stored the value and let go between our miss and our lock.
+    async fn recheck_after_lock(
+        &self,
+        l2: &L2,
+        full: &str,
+        lock: LoadLock,
+        deadline: Instant,
+        waited: bool,
+    ) -> Outcome<LockStep> {
+        let generation = self.generations.of(crate::key::strip_any_namespace(full));
+        match self.l2_call(deadline, l2.get(full)).await {
+            Ok(read) => match read.hit {
+                Some(hit) => {
+                    lock.release().await;
+                    Outcome::ok(LockStep::Loaded { hit, generation })
+                }
+                None => Outcome::ok(LockStep::Lead {
+                    lock: Some(lock),
+                    since: read.at,
+                    waited,
+                }),
+            },
+            // Without a fence time the load cannot be stored safely in the L2; it is still served.
+            Err(error) => {
+                lock.release().await;
+                let lead = LockStep::Lead {
+                    lock: None,
+                    since: ServerTime(0),
+                    waited,
+                };
+                self.absorb(Err(error), lead)
+            }
+        }
+    }
+}
+
+/// A load lock held by a lease, released when the lease ends or, at the latest, after `lockTimeout`: a loader that
+/// never settles must not keep other processes waiting on every miss of its key.
+struct HeldLock(Arc<Mutex<Option<LoadLock>>>);
+
+impl HeldLock {
+    fn new(lock: LoadLock, hold: Duration) -> Self {
+        let slot = Arc::new(Mutex::new(Some(lock)));
+        let expiring: Weak<Mutex<Option<LoadLock>>> = Arc::downgrade(&slot);
+        crate::runtime::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let lock = expiring
+                .upgrade()
+                .and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
+        });
+        HeldLock(slot)
+    }
+
+    async fn release(self) {
+        let lock = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+    }
+}
+
+/// The right to store the value of a key that nobody has: from this process's single-flight and, across
+/// processes, the L2's lock. The value is stored only if the key did not change, on any instance, since the miss
+/// that started the load. Dropping the lease unfinished hands the load over to whoever waits on it.
+pub struct LoadLease {
+    inner: Arc<Inner>,
+    key: String,
+    flight: Option<Arc<Flight>>,
+    lock: Option<HeldLock>,
+    /// The L2 time of the miss; `None` when memory only or when the L2 failed on the way in.
+    since: Option<ServerTime>,
+    /// The key's generation in this process when the load began.
+    generation: u64,
+    /// What is left of the call's `l2Timeout` for the write.
+    l2_budget: Duration,
+}
+
+impl LoadLease {
+    /// Stores the loader's value unless the key changed while it ran, hands it to the waiters, then lets other
+    /// processes go. The value is `true` when it was stored in the L2 (or, memory only, in the L1).
+    pub async fn complete(mut self, json: String, ttl_ms: u64) -> Outcome<bool> {
+        let inner = self.inner.clone();
+        bump(&inner.stats.sets);
+        let shared: Arc<str> = Arc::from(json.as_str());
+        let unchanged_here = inner.generations.of(&self.key) == self.generation;
+        let fenced = match (&inner.l2, self.since) {
+            (Some(l2), Some(since)) if since.0 > 0 && !self.l2_budget.is_zero() => {
+                Some((l2.clone(), since))
+            }
+            _ => None,
+        };
+        let outcome = match (&inner.l2, fenced) {
+            (None, _) => {
+                if unchanged_here {
+                    inner.apply_write(
+                        &self.key,
+                        json.into_boxed_str(),
+                        ttl_ms,
+                        true,
+                        self.generation,
+                    );
+                } else {
+                    bump(&inner.stats.loads_discarded);
+                }
+                Outcome::ok(unchanged_here)
+            }
+            (Some(_), Some((l2, since))) => {
+                let full = namespaced(&inner.config.namespace, &self.key);
+                let announce = inner.bus_payloads(BusOp::Keys {
+                    keys: vec![self.key.clone()],
+                });
+                let message = announce.first().map(|(_, payload)| payload.as_str());
+                let generation = inner.generations.of(&self.key);
+                let namespace = &inner.config.namespace;
+                let condition = WriteCondition::UnchangedSince(since);
+                let write = l2.set(&full, namespace, &json, ttl_ms, condition, message);
+                let result = inner.l2_call(Instant::now() + self.l2_budget, write).await;
+                match result {
+                    Ok(true) => {
+                        if message.is_some() {
+                            bump(&inner.stats.bus_published);
+                        }
+                        self.store_in_l1(json, ttl_ms, true, unchanged_here, generation);
+                        Outcome::ok(true)
+                    }
+                    Ok(false) => {
+                        bump(&inner.stats.loads_discarded);
+                        Outcome::ok(false)
+                    }
+                    Err(error) => {
+                        self.store_in_l1(json, ttl_ms, false, unchanged_here, generation);
+                        inner.absorb(Err(error), false)
+                    }
+                }
+            }
+            // The L2 failed on the way in: no time left, or no fence to write under.
+            (Some(_), None) => {
+                let generation = inner.generations.of(&self.key);
+                self.store_in_l1(json, ttl_ms, false, unchanged_here, generation);
+                Outcome::ok(false)
+            }
+        };
+        if let Some(flight) = self.flight.take() {
+            inner
+                .flights
+                .finish(&self.key, &flight, FlightResult::Loaded(shared));
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
+        outcome
+    }
+
+    fn store_in_l1(
+        &self,
+        json: String,
+        ttl_ms: u64,
+        l2_reached: bool,
+        unchanged_here: bool,
+        generation: u64,
+    ) {
+        if unchanged_here {
+            self.inner.apply_write(
+                &self.key,
+                json.into_boxed_str(),
+                ttl_ms,
+                l2_reached,
+                generation,
+            );
+        } else {
+            self.inner.forget_key(&self.key);
+        }
+    }
+
+    /// Passes the loader's error to the waiters of this process; caches nothing.
+    pub async fn fail(mut self, message: String) {
+        if let Some(flight) = self.flight.take() {
+            self.inner
+                .flights
+                .finish(&self.key, &flight, FlightResult::Failed(message));
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
+    }
+}
+
+impl Drop for LoadLease {
+    fn drop(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            self.inner
+                .flights
+                .finish(&self.key, &flight, FlightResult::Abandoned);
+        }
+    }
+}

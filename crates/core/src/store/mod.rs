@@ -1,0 +1,499 @@
+//! A store: one namespace's L1 in front of its L2, with the bus, single-flight and counters around them.
+//!
+//! Degradation: an L2 failure never fails a call. Reads become misses, writes still reach the L1 (for at most
+//! `busDownL1Ttl`, since no other instance saw them), and each failure comes back in the call's [`Outcome`] (and is
+//! counted) so the caller can report it before its call settles. A call stops at its first L2 failure, and all the
+//! round trips of one call share one `l2Timeout` (see [`Inner::deadline`]).
+//!
+//! Coherence within the process rests on per-key generations ([`coherence::Generations`]): an L1 fill or write that
+//! raced another change of its key is dropped rather than risk serving what the L2 no longer holds. Across
+//! processes it rests on the bus (see [`crate::bus`]) and on the L2's write fence (see
+//! [`crate::l2::WriteCondition`]).
+
+mod background;
+mod coherence;
+mod load;
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::bus::{Bus, BusListener, BusOp};
+use crate::config::StoreConfig;
+use crate::error::{CacheError, ErrorKind, Result};
+use crate::flight::Flights;
+use crate::key::namespaced;
+use crate::l1::{L1Entry, L1};
+use crate::l2::{L2Hit, WriteCondition, L2};
+use crate::pattern::Pattern;
+use crate::stats::{add, bump, Stats, StatsSnapshot};
+use crate::ttl::l1_lifetime;
+
+use coherence::{EchoWaiters, Generations};
+pub use load::{LoadLease, LoadStep};
+
+/// A result that may carry an absorbed L2 failure beside the value the call degraded to.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    /// The answer, or what the call degraded to when the L2 failed (a miss, `false`, 0).
+    pub value: T,
+    /// The absorbed failure, already counted in `errors`, for the caller to report (the binding: to `onError`).
+    pub error: Option<CacheError>,
+}
+
+impl<T> Outcome<T> {
+    fn ok(value: T) -> Self {
+        Outcome { value, error: None }
+    }
+}
+
+/// JSON text read from either tier.
+#[derive(Debug, Clone)]
+pub enum Json {
+    /// Shared with the L1 entry, so reading it copied nothing.
+    L1(Arc<L1Entry>),
+    /// Held outside the L1: no L1, a zero L1 lifetime, or the result of another caller's load.
+    Text(Arc<str>),
+}
+
+impl Json {
+    /// The JSON text, wherever it is held.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Json::L1(entry) => &entry.json,
+            Json::Text(text) => text,
+        }
+    }
+}
+
+/// Where failures that belong to no call (bus losses, sweeps) are reported.
+pub trait ErrorSink: Send + Sync {
+    /// Called on a thread of the core runtime: hand the error over, do not block.
+    fn report(&self, error: &CacheError);
+}
+
+pub(crate) struct Inner {
+    id: u64,
+    config: StoreConfig,
+    l1: Option<L1>,
+    l2: Option<Arc<L2>>,
+    bus: Option<Arc<Bus>>,
+    stats: Stats,
+    generations: Generations,
+    flights: Flights,
+    l2_activity: Notify,
+    error_sinks: Mutex<Vec<Weak<dyn ErrorSink>>>,
+    last_bus_seq: AtomicU64,
+    echo_waiters: EchoWaiters,
+}
+
+/// One namespace on one L2, shared by every handle of the process with the same configuration.
+pub struct Store {
+    inner: Arc<Inner>,
+    background: Vec<AbortHandle>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.background.iter().for_each(AbortHandle::abort);
+    }
+}
+
+impl Store {
+    /// Opens a store without waiting for the L2: connections are made by the first calls and the bus subscribes in
+    /// the background. `bus_for` supplies the process's shared bus of an L2.
+    pub fn open(config: StoreConfig, bus_for: impl FnOnce(&Arc<L2>) -> Arc<Bus>) -> Result<Store> {
+        let _runtime = crate::runtime::handle().enter();
+        let l2 = L2::open(&config)?.map(Arc::new);
+        let bus = match (&l2, config.bus) {
+            (Some(l2), true) => Some(bus_for(l2)),
+            _ => None,
+        };
+        let l1 = config
+            .l1
+            .as_ref()
+            .map(|c| L1::new(c.max_entries, c.max_bytes));
+        let inner = Arc::new(Inner {
+            id: rand::random(),
+            config,
+            l1,
+            l2,
+            bus,
+            stats: Stats::default(),
+            generations: Generations::default(),
+            flights: Flights::default(),
+            l2_activity: Notify::new(),
+            error_sinks: Mutex::new(Vec::new()),
+            last_bus_seq: AtomicU64::new(0),
+            echo_waiters: EchoWaiters::default(),
+        });
+        if let Some(bus) = &inner.bus {
+            let listener: Weak<dyn BusListener> = Arc::downgrade(&inner) as Weak<dyn BusListener>;
+            bus.add_listener(listener);
+        }
+        let background = background::start(&inner);
+        Ok(Store { inner, background })
+    }
+
+    /// The configuration the store was opened with, which is also its key in the registry.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// `"postgres"`, `"redis"` or `"memory"`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.l2.as_ref().map_or("memory", |l2| l2.backend())
+    }
+
+    /// Registers a sink for background failures; it stays registered while the caller holds it.
+    pub fn add_error_sink(&self, sink: Weak<dyn ErrorSink>) {
+        let mut sinks = self
+            .inner
+            .error_sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sinks.retain(|s| s.strong_count() > 0);
+        sinks.push(sink);
+    }
+
+    /// An L1 hit, counted; `None` leaves the counting to the call that follows up on the miss.
+    pub fn l1_get(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.inner.l1_hit(key)
+    }
+
+    /// An L1 entry without counting anything: for a caller that already counted this read.
+    pub fn l1_peek(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.inner.l1.as_ref()?.get(key)
+    }
+
+    /// Reads a key from the L1, else from the L2 (copying it into the L1).
+    pub async fn get(&self, key: &str) -> Outcome<Option<Json>> {
+        let inner = &self.inner;
+        if let Some(entry) = inner.l1_hit(key) {
+            return Outcome::ok(Some(Json::L1(entry)));
+        }
+        let Some(l2) = &inner.l2 else {
+            bump(&inner.stats.misses);
+            return Outcome::ok(None);
+        };
+        let generation = inner.generations.of(key);
+        let full = namespaced(&inner.config.namespace, key);
+        let read = inner.absorb(
+            inner
+                .l2_call(inner.deadline(), l2.get(&full))
+                .await
+                .map(|r| r.hit),
+            None,
+        );
+        match read.value {
+            Some(hit) => {
+                bump(&inner.stats.hits);
+                bump(&inner.stats.l2_hits);
+                Outcome {
+                    value: Some(inner.fill_l1_from(key, hit, generation)),
+                    error: read.error,
+                }
+            }
+            None => {
+                bump(&inner.stats.misses);
+                Outcome {
+                    value: None,
+                    error: read.error,
+                }
+            }
+        }
+    }
+
+    /// Writes a value with a TTL in milliseconds to both tiers and announces it. When the L2 does not take it, the
+    /// L1 keeps it for at most `busDownL1Ttl`: no other instance saw it.
+    pub async fn set(&self, key: &str, json: String, ttl_ms: u64) -> Outcome<()> {
+        let inner = &self.inner;
+        bump(&inner.stats.sets);
+        let generation = inner.generations.of(key);
+        let Some(l2) = &inner.l2 else {
+            inner.apply_write(key, json.into_boxed_str(), ttl_ms, true, generation);
+            return Outcome::ok(());
+        };
+        let full = namespaced(&inner.config.namespace, key);
+        let announce = inner.bus_payloads(BusOp::Keys {
+            keys: vec![key.to_owned()],
+        });
+        let message = announce.first().map(|(_, payload)| payload.as_str());
+        let namespace = &inner.config.namespace;
+        let result = inner
+            .l2_call(
+                inner.deadline(),
+                l2.set(
+                    &full,
+                    namespace,
+                    &json,
+                    ttl_ms,
+                    WriteCondition::Always,
+                    message,
+                ),
+            )
+            .await;
+        if result.is_ok() && message.is_some() {
+            bump(&inner.stats.bus_published);
+        }
+        inner.apply_write(
+            key,
+            json.into_boxed_str(),
+            ttl_ms,
+            result.is_ok(),
+            generation,
+        );
+        inner.flights.detach(key);
+        inner.absorb(result.map(|_| ()), ())
+    }
+
+    /// Removes keys from both tiers and waits for the bus to carry the removal; counts what the L2 held (the L1 when
+    /// memory only).
+    pub async fn delete(&self, keys: Vec<String>) -> Outcome<u64> {
+        let inner = &self.inner;
+        if keys.is_empty() {
+            return Outcome::ok(0);
+        }
+        let Some(l2) = &inner.l2 else {
+            let removed = keys.iter().filter(|key| inner.forget_key(key)).count() as u64;
+            add(&inner.stats.deletes, removed);
+            return Outcome::ok(removed);
+        };
+        let deadline = inner.deadline();
+        let full: Vec<String> = keys
+            .iter()
+            .map(|k| namespaced(&inner.config.namespace, k))
+            .collect();
+        let mut announcement = inner.announce(BusOp::Keys { keys: keys.clone() });
+        let first = announcement.first_payload();
+        let result = inner
+            .l2_call(deadline, l2.delete(&full, first.as_deref()))
+            .await;
+        keys.iter().for_each(|key| {
+            inner.forget_key(key);
+        });
+        inner.l2_activity.notify_waiters();
+        let confirmed = match &result {
+            Ok(_) => inner.confirm(&mut announcement, deadline).await,
+            Err(_) => {
+                inner.forget_echoes(&announcement);
+                None
+            }
+        };
+        inner.removal_outcome(result, confirmed)
+    }
+
+    /// Whether a live entry exists in either tier; counts neither a hit nor a miss.
+    pub async fn has(&self, key: &str) -> Outcome<bool> {
+        let inner = &self.inner;
+        if inner.l1.as_ref().is_some_and(|l1| l1.get(key).is_some()) {
+            return Outcome::ok(true);
+        }
+        let Some(l2) = &inner.l2 else {
+            return Outcome::ok(false);
+        };
+        let full = namespaced(&inner.config.namespace, key);
+        inner.absorb(inner.l2_call(inner.deadline(), l2.has(&full)).await, false)
+    }
+
+    /// Removes the namespace's keys matching `pattern`.
+    pub async fn invalidate_pattern(&self, pattern: &Pattern, glob: &str) -> Outcome<u64> {
+        self.inner
+            .remove_matching(
+                pattern,
+                BusOp::Pattern {
+                    pattern: glob.to_owned(),
+                },
+            )
+            .await
+    }
+
+    /// Removes every key of the namespace.
+    pub async fn clear(&self) -> Outcome<u64> {
+        self.inner
+            .remove_matching(&Pattern::everything(), BusOp::Clear)
+            .await
+    }
+
+    /// A snapshot of the counters and the L1 gauges, taken after applying pending L1 housekeeping.
+    pub fn stats(&self) -> StatsSnapshot {
+        // moka counts lazily; settling it first makes `l1Entries` agree with what was just written.
+        self.run_l1_housekeeping();
+        let (entries, bytes) = self
+            .inner
+            .l1
+            .as_ref()
+            .map_or((0, 0), |l1| (l1.entry_count(), l1.bytes()));
+        self.inner.stats.snapshot(entries, bytes)
+    }
+
+    /// Applies pending L1 expirations now (the store also does it every second by itself).
+    pub fn run_l1_housekeeping(&self) {
+        if let Some(l1) = &self.inner.l1 {
+            l1.run_pending_tasks();
+        }
+    }
+}
+
+impl Inner {
+    /// When a call that starts now must have its L2 answers: all of a call's round trips share one `l2Timeout`.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.l2_timeout()
+    }
+
+    /// Bounds an L2 call by `deadline`; past it, the call fails with `ERR_CACHE_L2_TIMEOUT`.
+    async fn l2_call<T>(
+        &self,
+        deadline: Instant,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout_at(deadline, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CacheError::new(
+                    ErrorKind::L2Timeout,
+                    format!(
+                        "the L2 did not answer within {} ms (l2Timeout)",
+                        self.config.l2_timeout_ms
+                    ),
+                ))
+            })
+    }
+
+    /// Counts a failure and degrades to `fallback`.
+    fn absorb<T>(&self, result: Result<T>, fallback: T) -> Outcome<T> {
+        match result {
+            Ok(value) => Outcome::ok(value),
+            Err(error) => {
+                bump(&self.stats.errors);
+                Outcome {
+                    value: fallback,
+                    error: Some(error),
+                }
+            }
+        }
+    }
+
+    fn report_background(&self, error: &CacheError) {
+        bump(&self.stats.errors);
+        let sinks: Vec<Arc<dyn ErrorSink>> = self
+            .error_sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        sinks.iter().for_each(|sink| sink.report(error));
+    }
+
+    /// A live L1 entry, counted as an L1 hit.
+    fn l1_hit(&self, key: &str) -> Option<Arc<L1Entry>> {
+        let entry = self.l1.as_ref()?.get(key)?;
+        bump(&self.stats.hits);
+        bump(&self.stats.l1_hits);
+        Some(entry)
+    }
+
+    /// Copies an L2 hit into the L1 for the rest of its TTL, unless the key changed since `generation`, taken before
+    /// the read: the read may then have raced a write, and the fill is dropped rather than risk serving stale data.
+    fn fill_l1_from(&self, key: &str, hit: L2Hit, generation: u64) -> Json {
+        let Some(l1) = &self.l1 else {
+            return Json::Text(Arc::from(hit.json));
+        };
+        let remaining_ms = hit.remaining_ms.unwrap_or(self.config.default_ttl_ms);
+        let lifetime = l1_lifetime(remaining_ms, self.l1_cap_ms(true));
+        if lifetime.is_zero() {
+            return Json::Text(Arc::from(hit.json));
+        }
+        let entry = l1
+            .insert(key, hit.json.into_boxed_str(), lifetime)
+            .expect("a non-zero lifetime stores the entry");
+        // Inserted first, checked after: a change that lands in between is seen by the check, or removes the entry.
+        if self.generations.of(key) != generation {
+            l1.remove(key);
+        }
+        Json::L1(entry)
+    }
+
+    /// Puts a write of this process into the L1, unless another change of the key raced it (`generation`, taken
+    /// before the write reached the L2, then moved by more than this write): the L1 then drops the key, which is
+    /// only ever a miss, whichever write the L2 kept.
+    fn apply_write(
+        &self,
+        key: &str,
+        json: Box<str>,
+        ttl_ms: u64,
+        l2_reached: bool,
+        generation: u64,
+    ) {
+        self.generations.bump(key);
+        let Some(l1) = &self.l1 else { return };
+        if l1
+            .insert(key, json, l1_lifetime(ttl_ms, self.l1_cap_ms(l2_reached)))
+            .is_some()
+            && self.generations.of(key) != generation.wrapping_add(1)
+        {
+            l1.remove(key);
+        }
+    }
+
+    /// Drops a key from the L1 and from the loads in progress; true when a live L1 entry was there.
+    fn forget_key(&self, key: &str) -> bool {
+        self.generations.bump(key);
+        self.flights.detach(key);
+        self.l1.as_ref().is_some_and(|l1| l1.remove(key))
+    }
+
+    /// Drops every key matching `pattern` from the L1 and every load in progress; returns how many live L1 entries
+    /// went.
+    fn forget_matching(&self, pattern: &Pattern) -> u64 {
+        self.generations.bump_all();
+        self.flights.detach_all();
+        self.l1.as_ref().map_or(0, |l1| l1.remove_matching(pattern))
+    }
+
+    fn removal_outcome(
+        &self,
+        removed: Result<u64>,
+        unconfirmed: Option<CacheError>,
+    ) -> Outcome<u64> {
+        let mut outcome = self.absorb(removed, 0);
+        add(&self.stats.deletes, outcome.value);
+        if outcome.error.is_none() {
+            if let Some(error) = unconfirmed {
+                bump(&self.stats.errors);
+                outcome.error = Some(error);
+            }
+        }
+        outcome
+    }
+
+    /// `invalidatePattern` and `clear`. The removal is bounded by `l2Timeout`, and so is its announcement; when the
+    /// removal fails, the call stops there.
+    async fn remove_matching(&self, pattern: &Pattern, op: BusOp) -> Outcome<u64> {
+        let Some(l2) = &self.l2 else {
+            let removed = self.forget_matching(pattern);
+            add(&self.stats.deletes, removed);
+            return Outcome::ok(removed);
+        };
+        let result = self
+            .l2_call(
+                self.deadline(),
+                l2.delete_matching(&self.config.namespace, pattern),
+            )
+            .await;
+        self.forget_matching(pattern);
+        self.l2_activity.notify_waiters();
+        let confirmed = match &result {
+            Ok(_) => {
+                let mut announcement = self.announce(op);
+                self.confirm(&mut announcement, self.deadline()).await
+            }
+            Err(_) => None,
+        };
+        self.removal_outcome(result, confirmed)
+    }
+}
