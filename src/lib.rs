@@ -38,10 +38,7 @@ pub struct ErrorInfo {
 
 impl From<&CacheError> for ErrorInfo {
     fn from(error: &CacheError) -> Self {
-        ErrorInfo {
-            code: error.code().to_owned(),
-            message: error.message.clone(),
-        }
+        ErrorInfo { code: error.code().to_owned(), message: error.message.clone() }
     }
 }
 
@@ -100,19 +97,10 @@ impl ToNapiValue for JsonText {
             return unsafe { <&str>::to_napi_value(env, json) };
         }
         let mut string = std::ptr::null_mut();
-        let status = unsafe {
-            sys::napi_create_string_latin1(
-                env,
-                json.as_ptr().cast(),
-                json.len() as isize,
-                &mut string,
-            )
-        };
+        let status =
+            unsafe { sys::napi_create_string_latin1(env, json.as_ptr().cast(), json.len() as isize, &mut string) };
         if status != sys::Status::napi_ok {
-            return Err(Error::new(
-                Status::from(status),
-                "could not create the value's string",
-            ));
+            return Err(Error::new(Status::from(status), "could not create the value's string"));
         }
         Ok(string)
     }
@@ -125,10 +113,7 @@ struct JsErrorSink(BackgroundErrorFn);
 
 impl ErrorSink for JsErrorSink {
     fn report(&self, error: &CacheError) {
-        self.0.call(
-            ErrorInfo::from(error),
-            ThreadsafeFunctionCallMode::NonBlocking,
-        );
+        self.0.call(ErrorInfo::from(error), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
 
@@ -172,16 +157,12 @@ impl NativeCache {
         options: serde_json::Value,
         on_background_error: Option<Function<ErrorInfo, ()>>,
     ) -> Result<Self> {
-        let config =
-            config::parse(&options, std::env::var("CACHE_URL").ok()).map_err(|e| throw(&env, e))?;
+        let config = config::parse(&options, std::env::var("CACHE_URL").ok()).map_err(|e| throw(&env, e))?;
         let store = shared_store(config.store).map_err(|e| throw(&env, e))?;
         let error_sink = match on_background_error {
             Some(callback) => {
-                let tsfn: BackgroundErrorFn = callback
-                    .build_threadsafe_function()
-                    .weak::<true>()
-                    .callee_handled::<false>()
-                    .build()?;
+                let tsfn: BackgroundErrorFn =
+                    callback.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?;
                 let sink: Arc<dyn ErrorSink> = Arc::new(JsErrorSink(tsfn));
                 store.add_error_sink(Arc::downgrade(&sink) as Weak<dyn ErrorSink>);
                 Some(sink)
@@ -224,9 +205,7 @@ impl NativeCache {
     /// wait for a load of its own thread by it too.
     #[napi(getter)]
     pub fn lock_timeout_ms(&self) -> f64 {
-        self.store
-            .as_ref()
-            .map_or(0.0, |s| s.config().lock_timeout_ms as f64)
+        self.store.as_ref().map_or(0.0, |s| s.config().lock_timeout_ms as f64)
     }
 
     /// The L1's bounds `[maxEntries, maxBytes]` (0, 0 without an L1): `index.js` bounds its per-thread frozen values
@@ -234,17 +213,13 @@ impl NativeCache {
     #[napi(getter)]
     pub fn l1_bounds(&self) -> Vec<f64> {
         let l1 = self.store.as_ref().and_then(|s| s.config().l1.as_ref());
-        l1.map_or(vec![0.0, 0.0], |l1| {
-            vec![l1.max_entries as f64, l1.max_bytes as f64]
-        })
+        l1.map_or(vec![0.0, 0.0], |l1| vec![l1.max_entries as f64, l1.max_bytes as f64])
     }
 
     /// The store's namespace; `""` once closed.
     #[napi(getter)]
     pub fn namespace(&self) -> String {
-        self.store
-            .as_ref()
-            .map_or_else(String::new, |s| s.config().namespace.clone())
+        self.store.as_ref().map_or_else(String::new, |s| s.config().namespace.clone())
     }
 
     /// `"postgres"`, `"redis"` or `"memory"`; `"memory"` once closed.
@@ -265,9 +240,7 @@ impl NativeCache {
     #[napi(catch_unwind)]
     pub fn l1_version(&self, env: Env, key: String) -> Result<f64> {
         let store = self.checked_key(&env, &key)?;
-        Ok(store
-            .l1_get(&key)
-            .map_or(-1.0, |entry| entry.version as f64))
+        Ok(store.l1_get(&key).map_or(-1.0, |entry| entry.version as f64))
     }
 
     /// The JSON text of an L1 entry, without counting a hit: after `l1Version` counted it.
@@ -284,10 +257,7 @@ impl NativeCache {
         let store = self.checked_key(env, &key)?.clone();
         self.settler.promise(env, async move {
             let read = store.get(&key).await;
-            ReadResult {
-                json: read.value.map(|json| json.as_str().to_owned()),
-                error: error_info(read.error),
-            }
+            ReadResult { json: read.value.map(|json| json.as_str().to_owned()), error: error_info(read.error) }
         })
     }
 
@@ -305,9 +275,7 @@ impl NativeCache {
         let store = self.checked_key(env, &key)?.clone();
         self.checked_value(env, &json)?;
         let ttl_ms = self.ttl_ms(env, ttl_seconds)?;
-        self.settler.promise(env, async move {
-            error_info(store.set(&key, json, ttl_ms).await.error)
-        })
+        self.settler.promise(env, async move { error_info(store.set(&key, json, ttl_ms).await.error) })
     }
 
     /// Removes keys from both tiers: a Promise of a [`CountResult`] of the live entries removed. Throws
@@ -318,8 +286,7 @@ impl NativeCache {
         for key in &keys {
             validate_key(key, self.handle.max_key_len).map_err(|e| throw(env, e))?;
         }
-        self.settler
-            .promise(env, async move { count_result(store.delete(keys).await) })
+        self.settler.promise(env, async move { count_result(store.delete(keys).await) })
     }
 
     /// Whether a live entry exists in either tier, counting neither hit nor miss: a Promise of a [`CountResult`] of
@@ -329,10 +296,7 @@ impl NativeCache {
         let store = self.checked_key(env, &key)?.clone();
         self.settler.promise(env, async move {
             let found = store.has(&key).await;
-            CountResult {
-                count: if found.value { 1.0 } else { 0.0 },
-                error: error_info(found.error),
-            }
+            CountResult { count: if found.value { 1.0 } else { 0.0 }, error: error_info(found.error) }
         })
     }
 
@@ -340,8 +304,7 @@ impl NativeCache {
     #[napi(catch_unwind)]
     pub fn clear<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let store = self.store(env)?.clone();
-        self.settler
-            .promise(env, async move { count_result(store.clear().await) })
+        self.settler.promise(env, async move { count_result(store.clear().await) })
     }
 
     /// Removes the namespace's keys matching a glob (`*`, `?`, `\`): a Promise of a [`CountResult`]. Throws
@@ -352,9 +315,7 @@ impl NativeCache {
         let max_len = (self.handle.max_key_len * 2 + 2).max(1024);
         let pattern = Pattern::parse(&glob, max_len).map_err(|e| throw(env, e))?;
         let store = self.store(env)?.clone();
-        self.settler.promise(env, async move {
-            count_result(store.invalidate_pattern(&pattern, &glob).await)
-        })
+        self.settler.promise(env, async move { count_result(store.invalidate_pattern(&pattern, &glob).await) })
     }
 
     /// Starts a `getOrSet`; a `lease` in the result means: run the loader, then `completeLoad` or `failLoad`. With
@@ -362,35 +323,20 @@ impl NativeCache {
     /// progress in the process is not waited for again. A result with neither JSON, lease nor failure means the cache
     /// was closed meanwhile: run the loader, store nothing.
     #[napi(catch_unwind)]
-    pub fn begin_load<'env>(
-        &self,
-        env: &'env Env,
-        key: String,
-        wait_for_others: Option<bool>,
-    ) -> Result<Object<'env>> {
+    pub fn begin_load<'env>(&self, env: &'env Env, key: String, wait_for_others: Option<bool>) -> Result<Object<'env>> {
         let store = self.checked_key(env, &key)?.clone();
         let (leases, closed) = (self.leases.clone(), self.closed.clone());
         let lease_id = self.next_lease.fetch_add(1, Ordering::Relaxed);
         self.settler.promise(env, async move {
-            let started = store
-                .begin_load(&key, wait_for_others.unwrap_or(true))
-                .await;
-            let mut result = LoadResult {
-                json: None,
-                lease: None,
-                failure: None,
-                error: error_info(started.error),
-            };
+            let started = store.begin_load(&key, wait_for_others.unwrap_or(true)).await;
+            let mut result = LoadResult { json: None, lease: None, failure: None, error: error_info(started.error) };
             match started.value {
                 LoadStep::Hit(json) => result.json = Some(json.as_str().to_owned()),
                 LoadStep::Failed(error) => result.failure = Some(ErrorInfo::from(&error)),
                 // Dropped, so its waiters take over: a closed cache stores nothing.
                 LoadStep::Lead(lease) if closed.load(Ordering::Acquire) => drop(lease),
                 LoadStep::Lead(lease) => {
-                    leases
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(lease_id, lease);
+                    leases.lock().unwrap_or_else(|e| e.into_inner()).insert(lease_id, lease);
                     result.lease = Some(lease_id);
                 }
             }
@@ -399,10 +345,7 @@ impl NativeCache {
     }
 
     fn take_lease(&self, lease: u32) -> Option<LoadLease> {
-        self.leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&lease)
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(&lease)
     }
 
     /// Stores a loader's value under its lease (unless the key changed while it ran) and hands it to the waiters. A
@@ -415,13 +358,11 @@ impl NativeCache {
         json: String,
         ttl_seconds: Option<f64>,
     ) -> Result<Object<'env>> {
-        let checked = self
-            .checked_value(env, &json)
-            .and_then(|()| self.ttl_ms(env, ttl_seconds));
+        let checked = self.checked_value(env, &json).and_then(|()| self.ttl_ms(env, ttl_seconds));
         match (checked, self.take_lease(lease)) {
-            (Ok(ttl_ms), Some(lease)) => self.settler.promise(env, async move {
-                error_info(lease.complete(json, ttl_ms).await.error)
-            }),
+            (Ok(ttl_ms), Some(lease)) => {
+                self.settler.promise(env, async move { error_info(lease.complete(json, ttl_ms).await.error) })
+            }
             (Ok(_), None) => self.settler.promise(env, async { None::<ErrorInfo> }),
             (Err(refused), lease) => {
                 // Waiters in other threads get the caller's refusal as their loader error.
@@ -436,12 +377,7 @@ impl NativeCache {
 
     /// Fails a lease: its waiters in this process get the loader's error, nothing is cached.
     #[napi(catch_unwind)]
-    pub fn fail_load<'env>(
-        &self,
-        env: &'env Env,
-        lease: u32,
-        message: String,
-    ) -> Result<Object<'env>> {
+    pub fn fail_load<'env>(&self, env: &'env Env, lease: u32, message: String) -> Result<Object<'env>> {
         let taken = self.take_lease(lease);
         self.settler.promise(env, async move {
             if let Some(lease) = taken {
@@ -461,18 +397,12 @@ impl NativeCache {
     #[napi]
     pub fn close(&mut self) {
         self.closed.store(true, Ordering::Release);
-        self.leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.store = None;
         self._error_sink = None;
     }
 }
 
 fn count_result(outcome: Outcome<u64>) -> CountResult {
-    CountResult {
-        count: outcome.value as f64,
-        error: error_info(outcome.error),
-    }
+    CountResult { count: outcome.value as f64, error: error_info(outcome.error) }
 }

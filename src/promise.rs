@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{
-    ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
-};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
 /// A Promise's deferred handle; only ever used again on the JavaScript thread that created it.
 struct Deferred(sys::napi_deferred);
@@ -50,8 +48,7 @@ impl Settler {
         let raw_cell = Arc::new(AtomicPtr::new(ptr::null_mut()));
         let (counter, raw_for_callback) = (in_flight.clone(), raw_cell.clone());
         // The settling happens in the callback; the JavaScript function it then calls has nothing left to do.
-        let nothing_left: Function<(), ()> =
-            env.create_function_from_closure("settled", |_| Ok(()))?;
+        let nothing_left: Function<(), ()> = env.create_function_from_closure("settled", |_| Ok(()))?;
         let tsfn: SettleFn = nothing_left
             .build_threadsafe_function::<Settlement>()
             .weak::<true>()
@@ -61,21 +58,14 @@ impl Settler {
                 if counter.fetch_sub(1, Ordering::AcqRel) == 1 {
                     // SAFETY: on the JavaScript thread, with the live function this callback belongs to.
                     unsafe {
-                        sys::napi_unref_threadsafe_function(
-                            ctx.env.raw(),
-                            raw_for_callback.load(Ordering::Acquire),
-                        )
+                        sys::napi_unref_threadsafe_function(ctx.env.raw(), raw_for_callback.load(Ordering::Acquire))
                     };
                 }
                 Ok(())
             })?;
         let raw_tsfn = tsfn.raw();
         raw_cell.store(raw_tsfn.cast(), Ordering::Release);
-        Ok(Settler {
-            tsfn: Arc::new(tsfn),
-            raw_tsfn,
-            in_flight,
-        })
+        Ok(Settler { tsfn: Arc::new(tsfn), raw_tsfn, in_flight })
     }
 
     /// Runs `future` on the core runtime and returns a Promise of its output. A panic rejects the Promise instead
@@ -98,13 +88,8 @@ impl Settler {
                 .catch_unwind()
                 .await
                 .ok()
-                .map(|value| {
-                    Box::new(move |env| unsafe { T::to_napi_value(env, value) }) as MakeValue
-                });
-            tsfn.call(
-                Settlement { deferred, value },
-                ThreadsafeFunctionCallMode::NonBlocking,
-            );
+                .map(|value| Box::new(move |env| unsafe { T::to_napi_value(env, value) }) as MakeValue);
+            tsfn.call(Settlement { deferred, value }, ThreadsafeFunctionCallMode::NonBlocking);
         });
         Ok(Object::from_raw(env.raw(), promise))
     }
@@ -117,9 +102,7 @@ fn settle(env: sys::napi_env, settlement: Settlement) {
     unsafe {
         match resolved {
             Some(Ok(value)) => sys::napi_resolve_deferred(env, deferred, value),
-            Some(Err(error)) => {
-                sys::napi_reject_deferred(env, deferred, JsError::from(error).into_value(env))
-            }
+            Some(Err(error)) => sys::napi_reject_deferred(env, deferred, JsError::from(error).into_value(env)),
             None => {
                 let error = Error::new(Status::GenericFailure, "tiered-cache: internal error");
                 sys::napi_reject_deferred(env, deferred, JsError::from(error).into_value(env))

@@ -88,28 +88,10 @@ pub fn encode(
 ) -> Vec<(u64, String)> {
     let message = |op| {
         let seq = next_seq();
-        (
-            seq,
-            BusMessage {
-                sender,
-                namespace: namespace.to_owned(),
-                seq,
-                op,
-            }
-            .encode(),
-        )
+        (seq, BusMessage { sender, namespace: namespace.to_owned(), seq, op }.encode())
     };
     // Sizes are measured with the largest sequence number a message could carry.
-    let sized = |op| {
-        BusMessage {
-            sender,
-            namespace: namespace.to_owned(),
-            seq: u64::MAX,
-            op,
-        }
-        .encode()
-        .len()
-    };
+    let sized = |op| BusMessage { sender, namespace: namespace.to_owned(), seq: u64::MAX, op }.encode().len();
     let clear = || vec![message(BusOp::Clear)];
     match op {
         BusOp::Keys { keys } => {
@@ -119,17 +101,12 @@ pub fn encode(
             let mut batch_len = empty_len;
             for key in keys {
                 // The JSON string of the key plus a comma.
-                let key_len = serde_json::to_string(&key)
-                    .map(|s| s.len())
-                    .unwrap_or(usize::MAX)
-                    + 1;
+                let key_len = serde_json::to_string(&key).map(|s| s.len()).unwrap_or(usize::MAX) + 1;
                 if empty_len.saturating_add(key_len) > max_bytes {
                     return clear();
                 }
                 if batch_len + key_len > max_bytes {
-                    payloads.push(message(BusOp::Keys {
-                        keys: std::mem::take(&mut batch),
-                    }));
+                    payloads.push(message(BusOp::Keys { keys: std::mem::take(&mut batch) }));
                     batch_len = empty_len;
                 }
                 batch_len += key_len;
@@ -196,21 +173,14 @@ const RECONNECT_MAX_DELAY_MS: u64 = 2_000;
 impl Bus {
     /// Subscribes in the background; until subscribed and proven, [`Bus::is_up`] is false.
     pub fn start(l2: Arc<L2>) -> Bus {
-        let shared = Arc::new(Shared {
-            listeners: Mutex::new(Vec::new()),
-            up: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared { listeners: Mutex::new(Vec::new()), up: AtomicBool::new(false) });
         let task = crate::runtime::spawn(run(l2, Arc::downgrade(&shared))).abort_handle();
         Bus { shared, task }
     }
 
     /// Adds a listener, held weakly so that a dropped store stops hearing without unregistering.
     pub fn add_listener(&self, listener: Weak<dyn BusListener>) {
-        self.shared
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(listener);
+        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
     }
 
     /// Whether the subscription is live and proven, so that no message can be missed for longer than
@@ -265,32 +235,15 @@ async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
                 }
             }
         }
-        tokio::time::sleep(
-            delays
-                .next()
-                .unwrap_or(Duration::from_millis(RECONNECT_MAX_DELAY_MS)),
-        )
-        .await;
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_millis(RECONNECT_MAX_DELAY_MS))).await;
     }
 }
 
 /// Opens one subscription and serves it, probing it, until it is lost or the bus is dropped.
-async fn subscription(
-    l2: &Arc<L2>,
-    shared: &Weak<Shared>,
-    probe_channel: &str,
-    reconnected: bool,
-) -> Ended {
-    let opened = tokio::time::timeout(
-        Duration::from_millis(SUBSCRIBE_TIMEOUT_MS),
-        l2.subscribe(probe_channel),
-    )
-    .await;
+async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, reconnected: bool) -> Ended {
+    let opened = tokio::time::timeout(Duration::from_millis(SUBSCRIBE_TIMEOUT_MS), l2.subscribe(probe_channel)).await;
     let Ok(Ok(mut stream)) = opened else {
-        return Ended::Lost {
-            was_up: false,
-            why: "could not subscribe",
-        };
+        return Ended::Lost { was_up: false, why: "could not subscribe" };
     };
     let mut up = false;
     // The probe on its way (its token and when it left), and when the last one came back.
@@ -357,26 +310,14 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         for op in [
-            BusOp::Keys {
-                keys: vec!["a".into(), "b\"c".into()],
-            },
-            BusOp::Pattern {
-                pattern: "user:*".into(),
-            },
+            BusOp::Keys { keys: vec!["a".into(), "b\"c".into()] },
+            BusOp::Pattern { pattern: "user:*".into() },
             BusOp::Clear,
         ] {
             let payloads = encode(7, "tenant", op.clone(), 8000, &|| 42);
             assert_eq!(payloads.len(), 1);
             let decoded = BusMessage::decode(&payloads[0].1).unwrap();
-            assert_eq!(
-                decoded,
-                BusMessage {
-                    sender: 7,
-                    namespace: "tenant".into(),
-                    seq: 42,
-                    op
-                }
-            );
+            assert_eq!(decoded, BusMessage { sender: 7, namespace: "tenant".into(), seq: 42, op });
             assert_eq!(payloads[0].0, 42);
         }
     }
@@ -404,12 +345,7 @@ mod tests {
     #[test]
     fn what_cannot_fit_becomes_a_namespace_drop() {
         let huge = "x".repeat(9000);
-        for op in [
-            BusOp::Keys {
-                keys: vec!["a".into(), huge.clone()],
-            },
-            BusOp::Pattern { pattern: huge },
-        ] {
+        for op in [BusOp::Keys { keys: vec!["a".into(), huge.clone()] }, BusOp::Pattern { pattern: huge }] {
             let payloads = encode(1, "ns", op, 7900, &|| 1);
             assert_eq!(payloads.len(), 1);
             assert_eq!(BusMessage::decode(&payloads[0].1).unwrap().op, BusOp::Clear);

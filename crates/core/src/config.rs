@@ -145,11 +145,7 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(prefix: &'a str, value: &Value, known: &[&str]) -> Result<Self> {
-        let name = if prefix.is_empty() {
-            "options"
-        } else {
-            prefix.trim_end_matches('.')
-        };
+        let name = if prefix.is_empty() { "options" } else { prefix.trim_end_matches('.') };
         let map = match value {
             Value::Null => Map::new(),
             Value::Object(map) => map.clone(),
@@ -158,10 +154,7 @@ impl<'a> Fields<'a> {
         if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(CacheError::invalid_option(
                 &format!("{prefix}{unknown}"),
-                &format!(
-                    "one of the known options ({}); it is not one",
-                    known.join(", ")
-                ),
+                &format!("one of the known options ({}); it is not one", known.join(", ")),
             ));
         }
         Ok(Fields { prefix, map })
@@ -229,10 +222,7 @@ impl<'a> Fields<'a> {
     fn identifier(&self, field: &str) -> Result<Option<String>> {
         match self.string(field)? {
             Some(s) if s.is_empty() || s.len() > 63 || s.contains('\0') => {
-                Err(CacheError::invalid_option(
-                    &self.name(field),
-                    "a Postgres identifier of 1 to 63 bytes",
-                ))
+                Err(CacheError::invalid_option(&self.name(field), "a Postgres identifier of 1 to 63 bytes"))
             }
             other => Ok(other),
         }
@@ -249,9 +239,7 @@ pub fn parse(options: &Value, env_url: Option<String>) -> Result<Config> {
         None => None,
         Some(url) => Some(parse_url(&url, if from_env { "CACHE_URL" } else { "url" })?),
     };
-    let namespace = top
-        .string("namespace")?
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let namespace = top.string("namespace")?.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     validate_namespace(&namespace)?;
     let default_ttl_ms = top.ttl_seconds("ttl")?.unwrap_or(DEFAULT_TTL_SECONDS) * 1000;
     let l1 = parse_l1(top.get("l1"))?;
@@ -264,42 +252,24 @@ pub fn parse(options: &Value, env_url: Option<String>) -> Result<Config> {
         l1,
         postgres,
         redis,
-        l2_timeout_ms: millis(
-            top.seconds("l2Timeout", 0.01, 60.0)?,
-            DEFAULT_L2_TIMEOUT_SECONDS,
-        ),
+        l2_timeout_ms: millis(top.seconds("l2Timeout", 0.01, 60.0)?, DEFAULT_L2_TIMEOUT_SECONDS),
         bus: top.bool("bus")?.unwrap_or(true) && has_l2,
-        bus_down_l1_ttl_ms: top
-            .integer("busDownL1Ttl", 1, 3600)?
-            .unwrap_or(DEFAULT_BUS_DOWN_L1_TTL_SECONDS)
-            * 1000,
+        bus_down_l1_ttl_ms: top.integer("busDownL1Ttl", 1, 3600)?.unwrap_or(DEFAULT_BUS_DOWN_L1_TTL_SECONDS) * 1000,
         distributed_lock: top.bool("distributedLock")?.unwrap_or(true) && has_l2,
-        lock_timeout_ms: millis(
-            top.seconds("lockTimeout", 0.05, 300.0)?,
-            DEFAULT_LOCK_TIMEOUT_SECONDS,
-        ),
-        max_load_time_ms: top
-            .integer("maxLoadTime", 1, 3600)?
-            .unwrap_or(DEFAULT_MAX_LOAD_TIME_SECONDS)
-            * 1000,
+        lock_timeout_ms: millis(top.seconds("lockTimeout", 0.05, 300.0)?, DEFAULT_LOCK_TIMEOUT_SECONDS),
+        max_load_time_ms: top.integer("maxLoadTime", 1, 3600)?.unwrap_or(DEFAULT_MAX_LOAD_TIME_SECONDS) * 1000,
         default_ttl_ms,
     };
     let handle = HandleConfig {
         default_ttl_ms,
-        max_key_len: top
-            .integer("maxKeyLength", 1, 65_536)?
-            .unwrap_or(DEFAULT_MAX_KEY_LENGTH as u64) as usize,
-        max_value_bytes: top
-            .integer("maxValueBytes", 1, 1 << 31)?
-            .unwrap_or(DEFAULT_MAX_VALUE_BYTES as u64) as usize,
+        max_key_len: top.integer("maxKeyLength", 1, 65_536)?.unwrap_or(DEFAULT_MAX_KEY_LENGTH as u64) as usize,
+        max_value_bytes: top.integer("maxValueBytes", 1, 1 << 31)?.unwrap_or(DEFAULT_MAX_VALUE_BYTES as u64) as usize,
     };
     Ok(Config { store, handle })
 }
 
 fn millis(value: Option<Duration>, default_seconds: f64) -> u64 {
-    value
-        .unwrap_or_else(|| Duration::from_secs_f64(default_seconds))
-        .as_millis() as u64
+    value.unwrap_or_else(|| Duration::from_secs_f64(default_seconds)).as_millis() as u64
 }
 
 fn parse_url(raw: &str, name: &str) -> Result<(Backend, url::Url)> {
@@ -323,30 +293,20 @@ fn parse_l1(value: Option<&Value>) -> Result<Option<L1Config>> {
     };
     let l1 = Fields::new("l1.", value, &["maxEntries", "maxBytes", "ttl"])?;
     Ok(Some(L1Config {
-        max_entries: l1
-            .integer("maxEntries", 1, u32::MAX as u64 + 1)?
-            .unwrap_or(DEFAULT_MAX_ENTRIES),
-        max_bytes: l1
-            .integer("maxBytes", 1024, 1 << 53)?
-            .unwrap_or(DEFAULT_MAX_BYTES),
+        max_entries: l1.integer("maxEntries", 1, u32::MAX as u64 + 1)?.unwrap_or(DEFAULT_MAX_ENTRIES),
+        max_bytes: l1.integer("maxBytes", 1024, 1 << 53)?.unwrap_or(DEFAULT_MAX_BYTES),
         ttl_cap_ms: l1.ttl_seconds("ttl")?.map(|s| s * 1000),
     }))
 }
 
 fn parse_postgres(value: &Value) -> Result<PostgresConfig> {
-    let pg = Fields::new(
-        "postgres.",
-        value,
-        &["table", "schema", "unlogged", "poolSize", "cleanupInterval"],
-    )?;
+    let pg = Fields::new("postgres.", value, &["table", "schema", "unlogged", "poolSize", "cleanupInterval"])?;
     let defaults = PostgresConfig::default();
     Ok(PostgresConfig {
         table: pg.identifier("table")?.unwrap_or(defaults.table),
         schema: pg.identifier("schema")?,
         unlogged: pg.bool("unlogged")?.unwrap_or(defaults.unlogged),
-        pool_size: pg
-            .integer("poolSize", 1, 1000)?
-            .map_or(defaults.pool_size, |n| n as u32),
+        pool_size: pg.integer("poolSize", 1, 1000)?.map_or(defaults.pool_size, |n| n as u32),
         cleanup_interval_ms: pg
             .integer("cleanupInterval", 1, 86_400)?
             .map_or(defaults.cleanup_interval_ms, |s| s * 1000),
@@ -356,9 +316,7 @@ fn parse_postgres(value: &Value) -> Result<PostgresConfig> {
 fn parse_redis(value: &Value) -> Result<RedisConfig> {
     let redis = Fields::new("redis.", value, &["scanCount"])?;
     Ok(RedisConfig {
-        scan_count: redis
-            .integer("scanCount", 10, 100_000)?
-            .map_or(RedisConfig::default().scan_count, |n| n as u32),
+        scan_count: redis.integer("scanCount", 10, 100_000)?.map_or(RedisConfig::default().scan_count, |n| n as u32),
     })
 }
 
@@ -399,10 +357,7 @@ mod tests {
     #[test]
     fn bad_urls_name_the_option_but_never_the_password() {
         let message = message_of(json!({ "url": "mysql://root:hunter2@h/db" }));
-        assert!(
-            message.contains("`url`") && !message.contains("hunter2"),
-            "{message}"
-        );
+        assert!(message.contains("`url`") && !message.contains("hunter2"), "{message}");
         let err = parse(&json!({}), Some("http://x:hunter2@h".into())).unwrap_err();
         assert!(err.message.contains("CACHE_URL") && !err.message.contains("hunter2"));
     }
@@ -419,10 +374,7 @@ mod tests {
             (json!({ "l1": { "ttl": -1 } }), "`l1.ttl`"),
             (json!({ "l1": 3 }), "`l1`"),
             (json!({ "postgres": { "table": "" } }), "`postgres.table`"),
-            (
-                json!({ "postgres": { "poolSize": 0 } }),
-                "`postgres.poolSize`",
-            ),
+            (json!({ "postgres": { "poolSize": 0 } }), "`postgres.poolSize`"),
             (json!({ "redis": { "scanCount": 1 } }), "`redis.scanCount`"),
             (json!({ "l2Timeout": 0 }), "`l2Timeout`"),
             (json!({ "lockTimeout": "5" }), "`lockTimeout`"),
@@ -442,13 +394,6 @@ mod tests {
     fn l1_can_be_turned_off_and_capped() {
         assert_eq!(parse(&json!({ "l1": false }), None).unwrap().store.l1, None);
         let capped = parse(&json!({ "l1": { "ttl": 10, "maxBytes": 2048 } }), None).unwrap();
-        assert_eq!(
-            capped.store.l1,
-            Some(L1Config {
-                max_entries: 10_000,
-                max_bytes: 2048,
-                ttl_cap_ms: Some(10_000)
-            })
-        );
+        assert_eq!(capped.store.l1, Some(L1Config { max_entries: 10_000, max_bytes: 2048, ttl_cap_ms: Some(10_000) }));
     }
 }

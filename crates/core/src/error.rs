@@ -80,19 +80,13 @@ pub struct CacheError {
 impl CacheError {
     /// An error of `kind`; `message` must already be free of credentials.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        CacheError {
-            kind,
-            message: message.into(),
-        }
+        CacheError { kind, message: message.into() }
     }
 
     /// `ERR_CACHE_INVALID_OPTION`: "option `name` must be `expected`". It never quotes the value, which may be a
     /// URL with a password.
     pub fn invalid_option(name: &str, expected: &str) -> Self {
-        CacheError::new(
-            ErrorKind::InvalidOption,
-            format!("option `{name}` must be {expected}"),
-        )
+        CacheError::new(ErrorKind::InvalidOption, format!("option `{name}` must be {expected}"))
     }
 
     /// The stable code of [`Self::kind`], e.g. `ERR_CACHE_L2_TIMEOUT`.

@@ -44,9 +44,7 @@ impl Flights {
         if let Some(flight) = in_progress.get(key) {
             return Joined::Follower(flight.result.subscribe());
         }
-        let flight = Arc::new(Flight {
-            result: watch::Sender::new(None),
-        });
+        let flight = Arc::new(Flight { result: watch::Sender::new(None) });
         in_progress.insert(key.to_owned(), flight.clone());
         Joined::Leader(flight)
     }
@@ -55,10 +53,7 @@ impl Flights {
     pub fn finish(&self, key: &str, flight: &Arc<Flight>, result: FlightResult) {
         flight.result.send_replace(Some(result));
         let mut in_progress = self.in_progress.lock().unwrap_or_else(|e| e.into_inner());
-        if in_progress
-            .get(key)
-            .is_some_and(|current| Arc::ptr_eq(current, flight))
-        {
+        if in_progress.get(key).is_some_and(|current| Arc::ptr_eq(current, flight)) {
             in_progress.remove(key);
         }
     }
@@ -66,34 +61,22 @@ impl Flights {
     /// Lets the next caller of `key` start a new load instead of joining the one in progress: the key changed, so
     /// that load may bring back what was there before. Those already waiting still get its result.
     pub fn detach(&self, key: &str) {
-        self.in_progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
     /// [`Flights::detach`] for every key.
     pub fn detach_all(&self) {
-        self.in_progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.in_progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 }
 
 /// The leader's result, or `None` when it did not come within `timeout` (or the leader vanished).
-pub async fn wait(
-    mut follower: watch::Receiver<Option<FlightResult>>,
-    timeout: Duration,
-) -> Option<FlightResult> {
+pub async fn wait(mut follower: watch::Receiver<Option<FlightResult>>, timeout: Duration) -> Option<FlightResult> {
     match tokio::time::timeout(timeout, follower.wait_for(Option::is_some)).await {
         Ok(Ok(result)) => result.clone(),
         _ => None,
@@ -107,9 +90,7 @@ mod tests {
     #[tokio::test]
     async fn followers_get_the_leaders_result() {
         let flights = Arc::new(Flights::default());
-        let Joined::Leader(flight) = flights.join("k") else {
-            panic!("first caller leads")
-        };
+        let Joined::Leader(flight) = flights.join("k") else { panic!("first caller leads") };
         let followers: Vec<_> = (0..10)
             .map(|_| match flights.join("k") {
                 Joined::Follower(rx) => tokio::spawn(wait(rx, Duration::from_secs(5))),
@@ -118,10 +99,7 @@ mod tests {
             .collect();
         flights.finish("k", &flight, FlightResult::Loaded(Arc::from("42")));
         for follower in followers {
-            assert_eq!(
-                follower.await.unwrap(),
-                Some(FlightResult::Loaded(Arc::from("42")))
-            );
+            assert_eq!(follower.await.unwrap(), Some(FlightResult::Loaded(Arc::from("42"))));
         }
         assert!(flights.is_empty());
         assert!(matches!(flights.join("k"), Joined::Leader(_)));
@@ -130,42 +108,23 @@ mod tests {
     #[tokio::test]
     async fn errors_reach_followers_and_waits_are_bounded() {
         let flights = Flights::default();
-        let Joined::Leader(flight) = flights.join("k") else {
-            panic!()
-        };
-        let Joined::Follower(rx) = flights.join("k") else {
-            panic!()
-        };
+        let Joined::Leader(flight) = flights.join("k") else { panic!() };
+        let Joined::Follower(rx) = flights.join("k") else { panic!() };
         assert_eq!(wait(rx.clone(), Duration::from_millis(20)).await, None);
         flights.finish("k", &flight, FlightResult::Failed("boom".into()));
-        assert_eq!(
-            wait(rx, Duration::from_millis(20)).await,
-            Some(FlightResult::Failed("boom".into()))
-        );
+        assert_eq!(wait(rx, Duration::from_millis(20)).await, Some(FlightResult::Failed("boom".into())));
     }
 
     #[tokio::test]
     async fn a_detached_load_keeps_its_followers_but_takes_no_new_ones() {
         let flights = Flights::default();
-        let Joined::Leader(old) = flights.join("k") else {
-            panic!()
-        };
-        let Joined::Follower(rx) = flights.join("k") else {
-            panic!()
-        };
+        let Joined::Leader(old) = flights.join("k") else { panic!() };
+        let Joined::Follower(rx) = flights.join("k") else { panic!() };
         flights.detach("k");
-        let Joined::Leader(new) = flights.join("k") else {
-            panic!("a changed key starts a new load")
-        };
+        let Joined::Leader(new) = flights.join("k") else { panic!("a changed key starts a new load") };
         flights.finish("k", &old, FlightResult::Loaded(Arc::from("old")));
-        assert_eq!(
-            wait(rx, Duration::from_millis(20)).await,
-            Some(FlightResult::Loaded(Arc::from("old")))
-        );
-        assert!(
-            matches!(flights.join("k"), Joined::Follower(_)),
-            "the old load's end leaves the new one in place"
-        );
+        assert_eq!(wait(rx, Duration::from_millis(20)).await, Some(FlightResult::Loaded(Arc::from("old"))));
+        assert!(matches!(flights.join("k"), Joined::Follower(_)), "the old load's end leaves the new one in place");
         flights.finish("k", &new, FlightResult::Abandoned);
         assert!(flights.is_empty());
     }

@@ -14,16 +14,11 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub fn validate_namespace(namespace: &str) -> Result<()> {
     let well_formed = !namespace.is_empty()
         && namespace.len() <= MAX_NAMESPACE_LEN
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if well_formed {
         Ok(())
     } else {
-        Err(CacheError::invalid_option(
-            "namespace",
-            "1 to 64 characters from A-Z a-z 0-9 _ - . (no ':')",
-        ))
+        Err(CacheError::invalid_option("namespace", "1 to 64 characters from A-Z a-z 0-9 _ - . (no ':')"))
     }
 }
 
@@ -31,24 +26,15 @@ pub fn validate_namespace(namespace: &str) -> Result<()> {
 /// same key works on every backend).
 pub fn validate_key(key: &str, max_len: usize) -> Result<()> {
     if key.is_empty() {
-        return Err(CacheError::new(
-            ErrorKind::InvalidKey,
-            "a key must be a non-empty string",
-        ));
+        return Err(CacheError::new(ErrorKind::InvalidKey, "a key must be a non-empty string"));
     }
     if key.contains('\0') {
-        return Err(CacheError::new(
-            ErrorKind::InvalidKey,
-            "a key must not contain U+0000 (NUL)",
-        ));
+        return Err(CacheError::new(ErrorKind::InvalidKey, "a key must not contain U+0000 (NUL)"));
     }
     if key.len() > max_len {
         return Err(CacheError::new(
             ErrorKind::InvalidKey,
-            format!(
-                "a key must be at most {max_len} UTF-8 bytes; this one has {}",
-                key.len()
-            ),
+            format!("a key must be at most {max_len} UTF-8 bytes; this one has {}", key.len()),
         ));
     }
     Ok(())
@@ -81,14 +67,8 @@ mod tests {
     fn accepts_keys_up_to_the_byte_limit() {
         assert!(validate_key("a", 1).is_ok());
         assert!(validate_key("é", 2).is_ok());
-        assert_eq!(
-            validate_key("é", 1).unwrap_err().kind,
-            ErrorKind::InvalidKey
-        );
-        assert_eq!(
-            validate_key("", 10).unwrap_err().kind,
-            ErrorKind::InvalidKey
-        );
+        assert_eq!(validate_key("é", 1).unwrap_err().kind, ErrorKind::InvalidKey);
+        assert_eq!(validate_key("", 10).unwrap_err().kind, ErrorKind::InvalidKey);
         assert!(validate_key("tenant:%_*\\?", 255).is_ok());
     }
 
@@ -97,11 +77,7 @@ mod tests {
         assert!(validate_namespace("tenant").is_ok());
         assert!(validate_namespace("app.v2-tenant_x").is_ok());
         for bad in ["", "a:b", "a*", "a b", &"x".repeat(65)] {
-            assert_eq!(
-                validate_namespace(bad).unwrap_err().kind,
-                ErrorKind::InvalidOption,
-                "{bad}"
-            );
+            assert_eq!(validate_namespace(bad).unwrap_err().kind, ErrorKind::InvalidOption, "{bad}");
         }
     }
 

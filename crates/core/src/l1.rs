@@ -43,12 +43,7 @@ impl L1Entry {
 struct PerEntryExpiry;
 
 impl Expiry<String, Arc<L1Entry>> for PerEntryExpiry {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        entry: &Arc<L1Entry>,
-        created_at: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &String, entry: &Arc<L1Entry>, created_at: Instant) -> Option<Duration> {
         Some(entry.expires_at.saturating_duration_since(created_at))
     }
 
@@ -81,20 +76,16 @@ impl L1 {
                 entry.bytes(key).max(slot_bytes).min(u32::MAX as u64) as u32
             })
             .expire_after(PerEntryExpiry)
-            .eviction_listener(
-                move |key: Arc<String>, entry: Arc<L1Entry>, _: RemovalCause| {
-                    removed_bytes.fetch_sub(entry.bytes(&key) as i64, Ordering::Relaxed);
-                },
-            )
+            .eviction_listener(move |key: Arc<String>, entry: Arc<L1Entry>, _: RemovalCause| {
+                removed_bytes.fetch_sub(entry.bytes(&key) as i64, Ordering::Relaxed);
+            })
             .build();
         L1 { moka, bytes }
     }
 
     /// A live entry, or `None`. Never returns an expired one.
     pub fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
-        self.moka
-            .get(key)
-            .filter(|entry| entry.expires_at > Instant::now())
+        self.moka.get(key).filter(|entry| entry.expires_at > Instant::now())
     }
 
     /// Stores `json` for `lifetime` and returns the new entry; a zero lifetime stores nothing and drops what was
@@ -110,37 +101,26 @@ impl L1 {
             expires_at: Instant::now() + lifetime,
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
         });
-        self.bytes
-            .fetch_add(entry.bytes(key) as i64, Ordering::Relaxed);
+        self.bytes.fetch_add(entry.bytes(key) as i64, Ordering::Relaxed);
         self.moka.insert(key.to_owned(), entry.clone());
         Some(entry)
     }
 
     /// Removes a key; true when a live entry was there.
     pub fn remove(&self, key: &str) -> bool {
-        self.moka
-            .remove(key)
-            .is_some_and(|entry| entry.expires_at > Instant::now())
+        self.moka.remove(key).is_some_and(|entry| entry.expires_at > Instant::now())
     }
 
     /// Removes the keys matching `pattern`; returns how many live entries went.
     pub fn remove_matching(&self, pattern: &Pattern) -> u64 {
-        let keys: Vec<Arc<String>> = self
-            .moka
-            .iter()
-            .filter(|(key, _)| pattern.matches(key))
-            .map(|(key, _)| key)
-            .collect();
+        let keys: Vec<Arc<String>> =
+            self.moka.iter().filter(|(key, _)| pattern.matches(key)).map(|(key, _)| key).collect();
         keys.iter().filter(|key| self.remove(key)).count() as u64
     }
 
     /// Drops every entry; returns how many were live.
     pub fn clear(&self) -> u64 {
-        let live = self
-            .moka
-            .iter()
-            .filter(|(_, entry)| entry.expires_at > Instant::now())
-            .count() as u64;
+        let live = self.moka.iter().filter(|(_, entry)| entry.expires_at > Instant::now()).count() as u64;
         self.moka.invalidate_all();
         live
     }
@@ -232,14 +212,8 @@ mod tests {
         for key in ["user:1", "user:2", "users:3", "50%_off"] {
             l1.insert(key, json("1"), Duration::from_secs(60));
         }
-        assert_eq!(
-            l1.remove_matching(&Pattern::parse("user:*", 100).unwrap()),
-            2
-        );
-        assert_eq!(
-            l1.remove_matching(&Pattern::parse("50%?off", 100).unwrap()),
-            1
-        );
+        assert_eq!(l1.remove_matching(&Pattern::parse("user:*", 100).unwrap()), 2);
+        assert_eq!(l1.remove_matching(&Pattern::parse("50%?off", 100).unwrap()), 1);
         assert!(l1.get("users:3").is_some());
         assert_eq!(l1.clear(), 1);
         assert!(l1.get("users:3").is_none());

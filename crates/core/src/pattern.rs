@@ -23,9 +23,7 @@ pub struct Pattern {
 impl Pattern {
     /// Parses a glob of at most `max_len` bytes.
     pub fn parse(glob: &str, max_len: usize) -> Result<Self> {
-        let invalid = |why: &str| {
-            CacheError::new(ErrorKind::InvalidPattern, format!("invalid pattern: {why}"))
-        };
+        let invalid = |why: &str| CacheError::new(ErrorKind::InvalidPattern, format!("invalid pattern: {why}"));
         if glob.is_empty() {
             return Err(invalid("it is empty"));
         }
@@ -39,11 +37,7 @@ impl Pattern {
                 '*' if tokens.last() == Some(&Token::AnyRun) => continue,
                 '*' => Token::AnyRun,
                 '?' => Token::AnyOne,
-                '\\' => Token::Literal(
-                    chars
-                        .next()
-                        .ok_or_else(|| invalid("it ends with a lone `\\`"))?,
-                ),
+                '\\' => Token::Literal(chars.next().ok_or_else(|| invalid("it ends with a lone `\\`"))?),
                 other => Token::Literal(other),
             });
         }
@@ -101,9 +95,7 @@ impl Pattern {
     /// matches, and possibly more (`?` becomes `*` since Redis matches bytes): filter with [`Pattern::matches`].
     pub fn to_redis_match(&self, prefix: &str) -> String {
         let mut glob = String::with_capacity(prefix.len() + self.tokens.len() * 2);
-        prefix
-            .chars()
-            .for_each(|c| push_redis_literal(&mut glob, c));
+        prefix.chars().for_each(|c| push_redis_literal(&mut glob, c));
         for token in &self.tokens {
             match token {
                 Token::AnyRun | Token::AnyOne if glob.ends_with('*') && !glob.ends_with("\\*") => {}
@@ -116,9 +108,7 @@ impl Pattern {
 
     /// A pattern matching every key: what `clear` removes.
     pub fn everything() -> Self {
-        Pattern {
-            tokens: vec![Token::AnyRun],
-        }
+        Pattern { tokens: vec![Token::AnyRun] }
     }
 }
 
@@ -187,11 +177,7 @@ mod tests {
     #[test]
     fn rejects_malformed_patterns() {
         for (bad, max) in [("", 10), ("abc\\", 10), ("abcdef", 5)] {
-            assert_eq!(
-                Pattern::parse(bad, max).unwrap_err().kind,
-                ErrorKind::InvalidPattern,
-                "{bad}"
-            );
+            assert_eq!(Pattern::parse(bad, max).unwrap_err().kind, ErrorKind::InvalidPattern, "{bad}");
         }
     }
 }

@@ -21,9 +21,7 @@ pub fn shared_store(config: StoreConfig) -> Result<Arc<Store>> {
         return Ok(store);
     }
     let bus_url = config.l2.as_ref().map(|(_, url)| url.clone());
-    let store = Arc::new(Store::open(config.clone(), |l2| {
-        shared_bus(bus_url.expect("a bus needs an L2"), l2)
-    })?);
+    let store = Arc::new(Store::open(config.clone(), |l2| shared_bus(bus_url.expect("a bus needs an L2"), l2))?);
     stores.insert(config, Arc::downgrade(&store));
     Ok(store)
 }

@@ -35,10 +35,7 @@ pub fn seconds_option(name: &str, seconds: f64, min: f64, max: f64) -> Result<Du
     if seconds.is_finite() && (min..=max).contains(&seconds) {
         Ok(Duration::from_secs_f64(seconds))
     } else {
-        Err(CacheError::invalid_option(
-            name,
-            &format!("a number of seconds from {min} to {max}"),
-        ))
+        Err(CacheError::invalid_option(name, &format!("a number of seconds from {min} to {max}")))
     }
 }
 
@@ -58,10 +55,7 @@ mod tests {
     #[test]
     fn per_call_ttls_become_milliseconds() {
         assert_eq!(per_call_ttl_ms(60.0).unwrap(), 60_000);
-        assert_eq!(
-            per_call_ttl_ms(0.5).unwrap_err().kind,
-            ErrorKind::InvalidTtl
-        );
+        assert_eq!(per_call_ttl_ms(0.5).unwrap_err().kind, ErrorKind::InvalidTtl);
     }
 
     #[test]
@@ -73,10 +67,7 @@ mod tests {
 
     #[test]
     fn second_options_accept_fractions_in_range() {
-        assert_eq!(
-            seconds_option("l2Timeout", 0.25, 0.01, 60.0).unwrap(),
-            Duration::from_millis(250)
-        );
+        assert_eq!(seconds_option("l2Timeout", 0.25, 0.01, 60.0).unwrap(), Duration::from_millis(250));
         assert!(seconds_option("l2Timeout", 0.0, 0.01, 60.0).is_err());
         assert!(seconds_option("l2Timeout", f64::NAN, 0.01, 60.0).is_err());
     }

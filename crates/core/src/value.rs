@@ -10,7 +10,10 @@ pub fn validate_json(json: &str, max_bytes: usize) -> Result<()> {
     if json.len() > max_bytes {
         return Err(CacheError::new(
             ErrorKind::ValueTooLarge,
-            format!("a value's JSON text must be at most {max_bytes} bytes (maxValueBytes); this one has {}", json.len()),
+            format!(
+                "a value's JSON text must be at most {max_bytes} bytes (maxValueBytes); this one has {}",
+                json.len()
+            ),
         ));
     }
     let bytes = json.as_bytes();
@@ -23,9 +26,7 @@ pub fn validate_json(json: &str, max_bytes: usize) -> Result<()> {
             return Err(invalid("a lone surrogate"));
         }
         let code = match bytes.get(escape + 1) {
-            Some(b'u') => json
-                .get(escape + 2..escape + 6)
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok()),
+            Some(b'u') => json.get(escape + 2..escape + 6).and_then(|hex| u16::from_str_radix(hex, 16).ok()),
             _ => None,
         };
         match code {
@@ -57,40 +58,20 @@ mod tests {
 
     #[test]
     fn ordinary_json_and_escapes_pass() {
-        for ok in [
-            r#"{"a":"b"}"#,
-            r#""\\u0000""#,
-            r#""\n\"\\""#,
-            r#""\ud83d\ude00""#,
-            r#""é😀""#,
-            r#""\u00e9""#,
-        ] {
+        for ok in [r#"{"a":"b"}"#, r#""\\u0000""#, r#""\n\"\\""#, r#""\ud83d\ude00""#, r#""é😀""#, r#""\u00e9""#] {
             assert!(validate_json(ok, 100).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn nul_and_lone_surrogates_are_refused() {
-        for bad in [
-            r#""\u0000""#,
-            r#""a\ud800""#,
-            r#""\udc00x""#,
-            r#""\ud800\u0041""#,
-            r#"["\ud83d","\ude00"]"#,
-        ] {
-            assert_eq!(
-                validate_json(bad, 100).unwrap_err().kind,
-                ErrorKind::InvalidValue,
-                "{bad}"
-            );
+        for bad in [r#""\u0000""#, r#""a\ud800""#, r#""\udc00x""#, r#""\ud800\u0041""#, r#"["\ud83d","\ude00"]"#] {
+            assert_eq!(validate_json(bad, 100).unwrap_err().kind, ErrorKind::InvalidValue, "{bad}");
         }
     }
 
     #[test]
     fn size_is_bounded() {
-        assert_eq!(
-            validate_json("[1,2]", 4).unwrap_err().kind,
-            ErrorKind::ValueTooLarge
-        );
+        assert_eq!(validate_json("[1,2]", 4).unwrap_err().kind, ErrorKind::ValueTooLarge);
     }
 }

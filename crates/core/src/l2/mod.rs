@@ -118,12 +118,7 @@ impl L2 {
         };
         let (timeout, fence) = (config.l2_timeout(), config.fence_window());
         Ok(Some(match backend {
-            Backend::Postgres => L2::Postgres(postgres::PostgresL2::new(
-                url,
-                &config.postgres,
-                timeout,
-                fence,
-            )?),
+            Backend::Postgres => L2::Postgres(postgres::PostgresL2::new(url, &config.postgres, timeout, fence)?),
             Backend::Redis => L2::Redis(redis::RedisL2::new(url, &config.redis, timeout, fence)?),
         }))
     }
@@ -156,15 +151,8 @@ impl L2 {
         bus_message: Option<&str>,
     ) -> Result<bool> {
         match self {
-            L2::Postgres(pg) => {
-                pg.set(key, namespace, json, ttl_ms, condition, bus_message)
-                    .await
-            }
-            L2::Redis(redis) => {
-                redis
-                    .set(key, namespace, json, ttl_ms, condition, bus_message)
-                    .await
-            }
+            L2::Postgres(pg) => pg.set(key, namespace, json, ttl_ms, condition, bus_message).await,
+            L2::Redis(redis) => redis.set(key, namespace, json, ttl_ms, condition, bus_message).await,
         }
     }
 
@@ -249,9 +237,7 @@ impl L2 {
         match self {
             L2::Postgres(pg) => Ok(match pg.try_lock(key).await? {
                 Some(lock) => LockAttempt::Acquired(LoadLock::Postgres(lock)),
-                None => LockAttempt::Held {
-                    expires_in_ms: None,
-                },
+                None => LockAttempt::Held { expires_in_ms: None },
             }),
             L2::Redis(redis) => redis.try_lock(key, hold_for).await,
         }
@@ -298,22 +284,16 @@ impl Redactor {
     }
 
     /// A `kind` error reading `context: cause`, redacted, since `cause` may quote the URL or the server's reply.
-    pub fn error(
-        &self,
-        kind: ErrorKind,
-        context: &str,
-        cause: impl std::fmt::Display,
-    ) -> CacheError {
+    pub fn error(&self, kind: ErrorKind, context: &str, cause: impl std::fmt::Display) -> CacheError {
         CacheError::new(kind, self.redact(format!("{context}: {cause}")))
     }
 }
 
 fn percent_decode(s: &str) -> std::result::Result<String, std::string::FromUtf8Error> {
-    let bytes: Vec<u8> =
-        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned().into_bytes())
-            .unwrap_or_default();
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .unwrap_or_default();
     String::from_utf8(bytes)
 }
 

@@ -92,7 +92,8 @@ impl Statements {
     fn new(config: &PostgresConfig) -> Self {
         let table = qualified(config.schema.as_deref(), &config.table);
         let expires = format!("{NOW_UTC} + $3::bigint * interval '1 millisecond'");
-        let update = r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt""#;
+        let update =
+            r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt""#;
         let upsert = format!(
             r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt")
                VALUES (gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC})
@@ -111,10 +112,7 @@ impl Statements {
         let with_notify = |write: &str, channel: usize| {
             [
                 format!("WITH up AS ({write}) SELECT 1 FROM up"),
-                format!(
-                    "WITH up AS ({write}) SELECT pg_notify(${channel}, ${}) FROM up",
-                    channel + 1
-                ),
+                format!("WITH up AS ({write}) SELECT pg_notify(${channel}, ${}) FROM up", channel + 1),
             ]
         };
         let tombstones = format!(
@@ -135,13 +133,8 @@ impl Statements {
                      FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC}) AS e ON true"#
             ),
             set: [with_notify(&upsert, 4), with_notify(&fenced, 8)],
-            delete: [
-                tombstones.clone(),
-                format!("{tombstones}, pg_notify($2, $3)"),
-            ],
-            has: format!(
-                r#"SELECT EXISTS (SELECT 1 FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC})"#
-            ),
+            delete: [tombstones.clone(), format!("{tombstones}, pg_notify($2, $3)")],
+            has: format!(r#"SELECT EXISTS (SELECT 1 FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC})"#),
             // E'\\' is one backslash whatever `standard_conforming_strings` says.
             mark_and_delete_like: format!(
                 r#"WITH m AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
@@ -216,23 +209,14 @@ pub struct PostgresL2 {
 impl PostgresL2 {
     /// Builds the pool without connecting: the first call connects, so a server that is down at start-up only
     /// degrades the calls made until it is up. Must run inside a tokio runtime.
-    pub fn new(
-        url: &url::Url,
-        config: &PostgresConfig,
-        timeout: Duration,
-        fence_window: Duration,
-    ) -> Result<Self> {
+    pub fn new(url: &url::Url, config: &PostgresConfig, timeout: Duration, fence_window: Duration) -> Result<Self> {
         let redactor = Redactor::for_url(url);
-        let connect_options: PgConnectOptions = url.as_str().parse().map_err(|e| {
-            redactor.error(
-                ErrorKind::InvalidOption,
-                "option `url` is not a valid Postgres URL",
-                e,
-            )
-        })?;
+        let connect_options: PgConnectOptions = url
+            .as_str()
+            .parse()
+            .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Postgres URL", e))?;
         // The pid lets an operator (or a test) tell the connections of each instance apart in pg_stat_activity.
-        let connect_options =
-            connect_options.application_name(&format!("tiered-cache pid {}", std::process::id()));
+        let connect_options = connect_options.application_name(&format!("tiered-cache pid {}", std::process::id()));
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)
@@ -256,21 +240,15 @@ impl PostgresL2 {
 
     fn error(&self, context: &str, e: sqlx::Error) -> CacheError {
         let kind = match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => ErrorKind::L2Unavailable,
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
-            {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                ErrorKind::L2Unavailable
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
                 ErrorKind::L2Unavailable
             }
             _ => ErrorKind::L2,
         };
-        self.redactor
-            .error(kind, &format!("Postgres L2 {context}"), e)
+        self.redactor.error(kind, &format!("Postgres L2 {context}"), e)
     }
 
     /// Creates the table in the Prisma shape when it is absent, once per process; retried after a failure.
@@ -289,11 +267,7 @@ impl PostgresL2 {
     }
 
     async fn create_table_if_absent(&self) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| self.error("connect", e))?;
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error("connect", e))?;
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(&self.sql.table_name)
             .fetch_one(conn.as_mut())
@@ -326,18 +300,11 @@ impl PostgresL2 {
     /// first if needed.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
         self.ensure_table().await?;
-        let row = sqlx::query(&self.sql.get)
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.error("get", e))?;
+        let row = sqlx::query(&self.sql.get).bind(key).fetch_one(&self.pool).await.map_err(|e| self.error("get", e))?;
         let json: Option<String> = row.get(1);
         Ok(L2Read {
             at: ServerTime(row.get::<i64, _>(0).max(0) as u64),
-            hit: json.map(|json| L2Hit {
-                json,
-                remaining_ms: Some(row.get::<f64, _>(2).max(0.0) as u64),
-            }),
+            hit: json.map(|json| L2Hit { json, remaining_ms: Some(row.get::<f64, _>(2).max(0.0) as u64) }),
         })
     }
 
@@ -356,10 +323,8 @@ impl PostgresL2 {
         self.ensure_table().await?;
         let fail = |e| self.error("set", e);
         let Some(since) = condition.since() else {
-            let mut query = sqlx::query(&self.sql.set[0][bus_message.is_some() as usize])
-                .bind(key)
-                .bind(json)
-                .bind(ttl_ms as i64);
+            let mut query =
+                sqlx::query(&self.sql.set[0][bus_message.is_some() as usize]).bind(key).bind(json).bind(ttl_ms as i64);
             if let Some(message) = bus_message {
                 query = query.bind(BUS_CHANNEL).bind(message);
             }
@@ -400,21 +365,14 @@ impl PostgresL2 {
         if let Some(message) = bus_message {
             query = query.bind(BUS_CHANNEL).bind(message);
         }
-        let row = query
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.error("delete", e))?;
+        let row = query.fetch_one(&self.pool).await.map_err(|e| self.error("delete", e))?;
         Ok(row.get::<i64, _>(0) as u64)
     }
 
     /// Whether a live row of `key` exists.
     pub async fn has(&self, key: &str) -> Result<bool> {
         self.ensure_table().await?;
-        sqlx::query_scalar(&self.sql.has)
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.error("has", e))
+        sqlx::query_scalar(&self.sql.has).bind(key).fetch_one(&self.pool).await.map_err(|e| self.error("has", e))
     }
 
     /// Stamps the namespace's marker row and deletes its rows whose key is `LIKE` the pattern, in one transaction
@@ -480,53 +438,34 @@ impl PostgresL2 {
     /// Takes the session-level advisory lock of `key` on the store's lock session; `None` when another session
     /// holds it.
     pub async fn try_lock(&self, key: &str) -> Result<Option<AdvisoryLock>> {
-        let locked = self
-            .locks
-            .try_lock(key)
-            .await
-            .map_err(|e| self.error("lock", e))?;
-        Ok(locked.then(|| AdvisoryLock {
-            session: Some(self.locks.clone()),
-            key: key.to_owned(),
-        }))
+        let locked = self.locks.try_lock(key).await.map_err(|e| self.error("lock", e))?;
+        Ok(locked.then(|| AdvisoryLock { session: Some(self.locks.clone()), key: key.to_owned() }))
     }
 
     /// A dedicated `LISTEN` connection on the bus channel and `probe_channel`: a stream that ends when the
     /// connection is lost. It may also never answer (a half-open connection): the bus bounds every wait on it.
     pub async fn listen(&self, probe_channel: &str) -> Result<BusStream> {
-        let options = self
-            .connect_options
-            .clone()
-            .application_name(&format!("tiered-cache bus pid {}", std::process::id()));
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_lazy_with(options);
-        let mut listener = PgListener::connect_with(&pool)
-            .await
-            .map_err(|e| self.error("bus connect", e))?;
+        let options =
+            self.connect_options.clone().application_name(&format!("tiered-cache bus pid {}", std::process::id()));
+        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+        let mut listener = PgListener::connect_with(&pool).await.map_err(|e| self.error("bus connect", e))?;
         // Reconnection is ours to do: a lost connection means lost messages, which the store must hear about.
         listener.eager_reconnect(false);
-        listener
-            .listen_all([BUS_CHANNEL, probe_channel])
-            .await
-            .map_err(|e| self.error("bus listen", e))?;
+        listener.listen_all([BUS_CHANNEL, probe_channel]).await.map_err(|e| self.error("bus listen", e))?;
         let probe_channel = probe_channel.to_owned();
-        Ok(Box::pin(futures_util::stream::unfold(
-            listener,
-            move |mut listener| {
-                let probe_channel = probe_channel.clone();
-                async move {
-                    let notification = listener.try_recv().await.ok()??;
-                    let payload = notification.payload().to_owned();
-                    let event = if notification.channel() == probe_channel {
-                        BusEvent::Probe(payload)
-                    } else {
-                        BusEvent::Message(payload)
-                    };
-                    Some((event, listener))
-                }
-            },
-        )))
+        Ok(Box::pin(futures_util::stream::unfold(listener, move |mut listener| {
+            let probe_channel = probe_channel.clone();
+            async move {
+                let notification = listener.try_recv().await.ok()??;
+                let payload = notification.payload().to_owned();
+                let event = if notification.channel() == probe_channel {
+                    BusEvent::Probe(payload)
+                } else {
+                    BusEvent::Message(payload)
+                };
+                Some((event, listener))
+            }
+        })))
     }
 }
 
@@ -542,10 +481,7 @@ pub struct LockSession {
 
 impl LockSession {
     fn new(options: PgConnectOptions) -> Self {
-        LockSession {
-            options,
-            conn: tokio::sync::Mutex::new(None),
-        }
+        LockSession { options, conn: tokio::sync::Mutex::new(None) }
     }
 
     async fn try_lock(&self, key: &str) -> std::result::Result<bool, sqlx::Error> {
@@ -618,10 +554,7 @@ mod tests {
 
     #[test]
     fn statements_use_the_configured_table() {
-        let sql = Statements::new(&PostgresConfig {
-            table: "my_cache".into(),
-            ..Default::default()
-        });
+        let sql = Statements::new(&PostgresConfig { table: "my_cache".into(), ..Default::default() });
         assert!(sql.get.contains("FROM \"my_cache\""));
         assert!(sql.create[1].contains("\"my_cache_key_key\""));
         assert!(sql.set[0][1].contains("pg_notify($4, $5)"));

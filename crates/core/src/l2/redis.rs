@@ -30,7 +30,8 @@ const INVALIDATION_PREFIX: &str = "#inval:";
 /// The default `COUNT` hint of `SCAN`.
 pub const DEFAULT_SCAN_COUNT: u32 = 1000;
 
-const UNLOCK_IF_OWNER: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const UNLOCK_IF_OWNER: &str =
+    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// `now` and `nowstr` in microseconds of the server clock; every script starts with it.
 const NOW: &str = r"
@@ -100,9 +101,7 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig {
-            scan_count: DEFAULT_SCAN_COUNT,
-        }
+        RedisConfig { scan_count: DEFAULT_SCAN_COUNT }
     }
 }
 
@@ -137,20 +136,10 @@ pub struct RedisL2 {
 
 impl RedisL2 {
     /// Builds a lazy connection: the first command connects. Must run inside a tokio runtime.
-    pub fn new(
-        url: &url::Url,
-        config: &RedisConfig,
-        timeout: Duration,
-        fence_window: Duration,
-    ) -> Result<Self> {
+    pub fn new(url: &url::Url, config: &RedisConfig, timeout: Duration, fence_window: Duration) -> Result<Self> {
         let redactor = Redactor::for_url(url);
-        let client = Client::open(url.as_str()).map_err(|e| {
-            redactor.error(
-                ErrorKind::InvalidOption,
-                "option `url` is not a valid Redis URL",
-                e,
-            )
-        })?;
+        let client = Client::open(url.as_str())
+            .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Redis URL", e))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -200,16 +189,10 @@ impl RedisL2 {
             .map_err(|e| self.error("get", e))?;
         let now_us = time.0 * 1_000_000 + time.1;
         let hit = match (json, expires_us) {
-            (Some(json), Some(x)) if x > now_us => Some(L2Hit {
-                json,
-                remaining_ms: Some((x - now_us) / 1000),
-            }),
+            (Some(json), Some(x)) if x > now_us => Some(L2Hit { json, remaining_ms: Some((x - now_us) / 1000) }),
             _ => None,
         };
-        Ok(L2Read {
-            hit,
-            at: ServerTime(now_us),
-        })
+        Ok(L2Read { hit, at: ServerTime(now_us) })
     }
 
     /// Writes the entry (and publishes `bus_message`) in one script, unless `condition` refuses it.
@@ -250,28 +233,21 @@ impl RedisL2 {
         for key in keys {
             invocation.key(key);
         }
-        invocation
-            .arg(self.fence_window_ms)
-            .arg(BUS_CHANNEL)
-            .arg(bus_message.unwrap_or(""));
-        invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error("delete", e))
+        invocation.arg(self.fence_window_ms).arg(BUS_CHANNEL).arg(bus_message.unwrap_or(""));
+        invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("delete", e))
     }
 
     /// Whether a live entry exists, without fetching its value.
     pub async fn has(&self, key: &str) -> Result<bool> {
-        let ((json, expires_us), time): ((Option<redis::Value>, Option<u64>), (u64, u64)) =
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(key)
-                .arg("v")
-                .arg("x")
-                .cmd("TIME")
-                .query_async(&mut self.conn())
-                .await
-                .map_err(|e| self.error("has", e))?;
+        let ((json, expires_us), time): ((Option<redis::Value>, Option<u64>), (u64, u64)) = redis::pipe()
+            .cmd("HMGET")
+            .arg(key)
+            .arg("v")
+            .arg("x")
+            .cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.error("has", e))?;
         Ok(json.is_some() && expires_us.is_some_and(|x| x > time.0 * 1_000_000 + time.1))
     }
 
@@ -304,20 +280,15 @@ impl RedisL2 {
                 .map_err(|e| self.error("invalidatePattern scan", e))?;
             let matching: Vec<&String> = keys
                 .iter()
-                .filter(|full| {
-                    crate::key::strip_namespace(namespace, full)
-                        .is_some_and(|key| pattern.matches(key))
-                })
+                .filter(|full| crate::key::strip_namespace(namespace, full).is_some_and(|key| pattern.matches(key)))
                 .collect();
             if !matching.is_empty() {
                 let mut invocation = self.scripts.unlink_counting_live.prepare_invoke();
                 for key in matching {
                     invocation.key(key);
                 }
-                let live: u64 = invocation
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| self.error("invalidatePattern unlink", e))?;
+                let live: u64 =
+                    invocation.invoke_async(&mut conn).await.map_err(|e| self.error("invalidatePattern unlink", e))?;
                 removed += live;
             }
             if next == 0 {
@@ -329,10 +300,7 @@ impl RedisL2 {
 
     /// `PUBLISH` on `channel`, on the command connection.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
-        self.conn()
-            .publish(channel, message)
-            .await
-            .map_err(|e| self.error("bus publish", e))
+        self.conn().publish(channel, message).await.map_err(|e| self.error("bus publish", e))
     }
 
     /// The channel on which only the bus of `bus_id` listens, for its liveness probes.
@@ -362,34 +330,21 @@ impl RedisL2 {
                 lock_key,
                 token,
             })),
-            None => super::LockAttempt::Held {
-                expires_in_ms: u64::try_from(expires_in_ms).ok(),
-            },
+            None => super::LockAttempt::Held { expires_in_ms: u64::try_from(expires_in_ms).ok() },
         })
     }
 
     /// A dedicated pub/sub connection subscribed to the bus channel and to `probe_channel`: a stream that ends when
     /// the connection is lost. It may also never answer (a half-open connection): the bus bounds every wait on it.
     pub async fn subscribe(&self, probe_channel: &str) -> Result<BusStream> {
-        let mut pubsub = self
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| self.error("bus connect", e))?;
-        pubsub
-            .subscribe(&[BUS_CHANNEL, probe_channel])
-            .await
-            .map_err(|e| self.error("bus subscribe", e))?;
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(|e| self.error("bus connect", e))?;
+        pubsub.subscribe(&[BUS_CHANNEL, probe_channel]).await.map_err(|e| self.error("bus subscribe", e))?;
         let probe_channel = probe_channel.to_owned();
         Ok(Box::pin(pubsub.into_on_message().filter_map(move |msg| {
             let probe = msg.get_channel_name() == probe_channel;
             async move {
                 let payload = msg.get_payload::<String>().ok()?;
-                Some(if probe {
-                    BusEvent::Probe(payload)
-                } else {
-                    BusEvent::Message(payload)
-                })
+                Some(if probe { BusEvent::Probe(payload) } else { BusEvent::Message(payload) })
             }
         })))
     }
@@ -414,20 +369,14 @@ impl TokenLock {
 
 /// Deletes the lock only if it still holds our token: past its expiry another process may own it.
 async fn unlock(mut manager: ConnectionManager, lock_key: &str, token: &str) {
-    let _: std::result::Result<i64, _> = redis::Script::new(UNLOCK_IF_OWNER)
-        .key(lock_key)
-        .arg(token)
-        .invoke_async(&mut manager)
-        .await;
+    let _: std::result::Result<i64, _> =
+        redis::Script::new(UNLOCK_IF_OWNER).key(lock_key).arg(token).invoke_async(&mut manager).await;
 }
 
 impl Drop for TokenLock {
     fn drop(&mut self) {
         if let Some(manager) = self.manager.take() {
-            let (lock_key, token) = (
-                std::mem::take(&mut self.lock_key),
-                std::mem::take(&mut self.token),
-            );
+            let (lock_key, token) = (std::mem::take(&mut self.lock_key), std::mem::take(&mut self.token));
             crate::runtime::spawn(async move { unlock(manager, &lock_key, &token).await });
         }
     }

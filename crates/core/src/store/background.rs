@@ -15,14 +15,8 @@ pub(super) fn start(inner: &Arc<Inner>) -> Vec<AbortHandle> {
     if inner.l1.is_some() {
         tasks.push(crate::runtime::spawn(l1_housekeeping(Arc::downgrade(inner))).abort_handle());
     }
-    if let Some(period) = inner
-        .l2
-        .as_ref()
-        .and_then(|l2| l2.sweep_interval(&inner.config))
-    {
-        tasks.push(
-            crate::runtime::spawn(expiry_sweeps(Arc::downgrade(inner), period)).abort_handle(),
-        );
+    if let Some(period) = inner.l2.as_ref().and_then(|l2| l2.sweep_interval(&inner.config)) {
+        tasks.push(crate::runtime::spawn(expiry_sweeps(Arc::downgrade(inner), period)).abort_handle());
     }
     tasks
 }
@@ -53,8 +47,7 @@ async fn expiry_sweeps(inner: Weak<Inner>, period: Duration) {
         let Some(inner) = inner.upgrade() else { return };
         let Some(l2) = inner.l2.clone() else { return };
         // The sweep deletes in bounded batches; it gets more time than a call, being off every call's path.
-        let swept =
-            tokio::time::timeout(period.max(Duration::from_secs(10)), l2.sweep_expired()).await;
+        let swept = tokio::time::timeout(period.max(Duration::from_secs(10)), l2.sweep_expired()).await;
         if let Ok(Err(error)) = swept {
             inner.report_background(&error);
         }

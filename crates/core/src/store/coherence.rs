@@ -46,9 +46,7 @@ impl Generations {
 
     /// The generation of `key`; it moves with every change of the key or of the whole namespace.
     pub(crate) fn of(&self, key: &str) -> u64 {
-        self.namespace
-            .load(Ordering::SeqCst)
-            .wrapping_add(self.stripe(key).load(Ordering::SeqCst))
+        self.namespace.load(Ordering::SeqCst).wrapping_add(self.stripe(key).load(Ordering::SeqCst))
     }
 
     /// A change of `key`.
@@ -101,13 +99,7 @@ impl Inner {
         match (&self.bus, &self.l2) {
             (Some(_), Some(l2)) => {
                 let next_seq = || self.last_bus_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                bus::encode(
-                    self.id,
-                    &self.config.namespace,
-                    op,
-                    l2.max_bus_message_bytes(),
-                    &next_seq,
-                )
+                bus::encode(self.id, &self.config.namespace, op, l2.max_bus_message_bytes(), &next_seq)
             }
             _ => Vec::new(),
         }
@@ -119,32 +111,20 @@ impl Inner {
         let payloads = self.bus_payloads(op);
         let mut echoes = Vec::new();
         if self.bus.as_ref().is_some_and(|bus| bus.is_up()) {
-            let mut waiters = self
-                .echo_waiters
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut waiters = self.echo_waiters.0.lock().unwrap_or_else(|e| e.into_inner());
             for (seq, _) in &payloads {
                 let (sender, echo) = oneshot::channel();
                 waiters.insert(*seq, sender);
                 echoes.push((*seq, echo));
             }
         }
-        Announcement {
-            payloads,
-            echoes,
-            sent: 0,
-        }
+        Announcement { payloads, echoes, sent: 0 }
     }
 
     /// Publishes what the removal's own round trip did not carry, then waits until `deadline` for each message to
     /// come back on this process's subscription: the server has then sent it to every other subscriber too. A
     /// message that does not come back is reported (`ERR_CACHE_BUS`, counted in `busEchoTimeouts`), never ignored.
-    pub(super) async fn confirm(
-        &self,
-        announcement: &mut Announcement,
-        deadline: Instant,
-    ) -> Option<CacheError> {
+    pub(super) async fn confirm(&self, announcement: &mut Announcement, deadline: Instant) -> Option<CacheError> {
         let l2 = self.l2.as_ref()?;
         add(&self.stats.bus_published, announcement.sent as u64);
         for (_, payload) in &announcement.payloads[announcement.sent..] {
@@ -175,15 +155,8 @@ impl Inner {
     }
 
     pub(super) fn forget_echoes(&self, announcement: &Announcement) {
-        let mut waiters = self
-            .echo_waiters
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        announcement
-            .echoes
-            .iter()
-            .for_each(|(seq, _)| drop(waiters.remove(seq)));
+        let mut waiters = self.echo_waiters.0.lock().unwrap_or_else(|e| e.into_inner());
+        announcement.echoes.iter().for_each(|(seq, _)| drop(waiters.remove(seq)));
     }
 
     /// Drops the whole L1: what the bus may have missed is unknown.
@@ -195,12 +168,7 @@ impl Inner {
 impl BusListener for Inner {
     fn on_message(&self, message: &BusMessage) {
         if message.sender == self.id {
-            let waiter = self
-                .echo_waiters
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&message.seq);
+            let waiter = self.echo_waiters.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&message.seq);
             if let Some(waiter) = waiter {
                 let _ = waiter.send(());
             }
@@ -215,8 +183,7 @@ impl BusListener for Inner {
                 self.forget_key(key);
             }),
             BusOp::Pattern { pattern } => {
-                let pattern = Pattern::parse(pattern, MAX_BUS_PATTERN_BYTES)
-                    .unwrap_or_else(|_| Pattern::everything());
+                let pattern = Pattern::parse(pattern, MAX_BUS_PATTERN_BYTES).unwrap_or_else(|_| Pattern::everything());
                 self.forget_matching(&pattern);
             }
             BusOp::Clear => {

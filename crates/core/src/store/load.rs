@@ -31,11 +31,7 @@ enum LockStep {
     /// Another process loaded the value; `generation` is the key's generation just before the read that found it.
     Loaded { hit: L2Hit, generation: u64 },
     /// Load it: under the lock when there is one, fenced by the time of the last read that missed.
-    Lead {
-        lock: Option<LoadLock>,
-        since: ServerTime,
-        waited: bool,
-    },
+    Lead { lock: Option<LoadLock>, since: ServerTime, waited: bool },
 }
 
 impl Store {
@@ -51,20 +47,12 @@ impl Store {
             match inner.flights.join(key) {
                 Joined::Follower(_) if !wait_for_others => {
                     bump(&inner.stats.lock_timeouts);
-                    return Outcome::ok(LoadStep::Lead(inner.lease(
-                        key,
-                        None,
-                        None,
-                        None,
-                        Duration::ZERO,
-                    )));
+                    return Outcome::ok(LoadStep::Lead(inner.lease(key, None, None, None, Duration::ZERO)));
                 }
                 Joined::Follower(follower) => {
                     bump(&inner.stats.lock_waits);
                     match flight::wait(follower, inner.config.lock_timeout()).await {
-                        Some(FlightResult::Loaded(json)) => {
-                            return Outcome::ok(LoadStep::Hit(Json::Text(json)))
-                        }
+                        Some(FlightResult::Loaded(json)) => return Outcome::ok(LoadStep::Hit(Json::Text(json))),
                         Some(FlightResult::Failed(message)) => {
                             let error = CacheError::new(ErrorKind::LoaderFailed, message);
                             return Outcome::ok(LoadStep::Failed(error));
@@ -73,13 +61,7 @@ impl Store {
                         Some(FlightResult::Abandoned) => continue,
                         None => {
                             bump(&inner.stats.lock_timeouts);
-                            return Outcome::ok(LoadStep::Lead(inner.lease(
-                                key,
-                                None,
-                                None,
-                                None,
-                                Duration::ZERO,
-                            )));
+                            return Outcome::ok(LoadStep::Lead(inner.lease(key, None, None, None, Duration::ZERO)));
                         }
                     }
                 }
@@ -93,13 +75,7 @@ impl Inner {
     async fn lead(self: &Arc<Self>, key: &str, flight: Arc<Flight>) -> Outcome<LoadStep> {
         let generation = self.generations.of(key);
         let Some(l2) = self.l2.clone() else {
-            return Outcome::ok(LoadStep::Lead(self.lease(
-                key,
-                Some(flight),
-                None,
-                None,
-                Duration::ZERO,
-            )));
+            return Outcome::ok(LoadStep::Lead(self.lease(key, Some(flight), None, None, Duration::ZERO)));
         };
         // The read, the lock and the write of one `getOrSet` share one `l2Timeout`; waiting for another loader
         // does not count (it is bounded by `lockTimeout`).
@@ -110,18 +86,14 @@ impl Inner {
             Err(error) => {
                 // The L2 is failing: lead without asking it for a lock, and do not wait for it again.
                 let lease = self.lease(key, Some(flight), None, None, Duration::ZERO);
-                return Outcome {
-                    value: LoadStep::Lead(lease),
-                    error: self.absorb(Err::<(), _>(error), ()).error,
-                };
+                return Outcome { value: LoadStep::Lead(lease), error: self.absorb(Err::<(), _>(error), ()).error };
             }
         };
         if let Some(hit) = read.hit {
             bump(&self.stats.hits);
             bump(&self.stats.l2_hits);
             let json = self.fill_l1_from(key, hit, generation);
-            self.flights
-                .finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
+            self.flights.finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
             return Outcome::ok(LoadStep::Hit(json));
         }
         bump(&self.stats.misses);
@@ -129,34 +101,19 @@ impl Inner {
         let value = match locked.value {
             LockStep::Loaded { hit, generation } => {
                 let json = self.fill_l1_from(key, hit, generation);
-                self.flights
-                    .finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
+                self.flights.finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
                 LoadStep::Hit(json)
             }
-            LockStep::Lead {
-                lock,
-                since,
-                waited,
-            } => {
+            LockStep::Lead { lock, since, waited } => {
                 let budget = match (&locked.error, waited) {
                     (Some(_), _) => Duration::ZERO,
                     (None, true) => self.config.l2_timeout(),
                     (None, false) => deadline.saturating_duration_since(Instant::now()),
                 };
-                LoadStep::Lead(self.lease_from(
-                    key,
-                    Some(flight),
-                    lock,
-                    Some(since),
-                    budget,
-                    generation,
-                ))
+                LoadStep::Lead(self.lease_from(key, Some(flight), lock, Some(since), budget, generation))
             }
         };
-        Outcome {
-            value,
-            error: locked.error,
-        }
+        Outcome { value, error: locked.error }
     }
 
     fn lease(
@@ -195,18 +152,8 @@ impl Inner {
     /// After a miss at `missed_at`: take the cross-process lock, or wait for its holder's value until `lockTimeout`.
     /// When a lock changes hands (its holder died and its hold ran out), the wait covers the new holder's hold, up
     /// to twice `lockTimeout` in all, so waiters do not all give up and load at the moment the new holder starts.
-    async fn lock_or_wait(
-        &self,
-        l2: &L2,
-        full: &str,
-        missed_at: ServerTime,
-        deadline: Instant,
-    ) -> Outcome<LockStep> {
-        let lead_unlocked = |since, waited| LockStep::Lead {
-            lock: None,
-            since,
-            waited,
-        };
+    async fn lock_or_wait(&self, l2: &L2, full: &str, missed_at: ServerTime, deadline: Instant) -> Outcome<LockStep> {
+        let lead_unlocked = |since, waited| LockStep::Lead { lock: None, since, waited };
         if !self.config.distributed_lock {
             return Outcome::ok(lead_unlocked(missed_at, false));
         }
@@ -217,15 +164,10 @@ impl Inner {
         let mut waited = false;
         loop {
             let attempt_deadline = if waited { self.deadline() } else { deadline };
-            let expires_in_ms = match self
-                .l2_call(attempt_deadline, l2.try_lock(full, lock_timeout))
-                .await
-            {
+            let expires_in_ms = match self.l2_call(attempt_deadline, l2.try_lock(full, lock_timeout)).await {
                 Err(error) => return self.absorb(Err(error), lead_unlocked(since, waited)),
                 Ok(LockAttempt::Acquired(lock)) => {
-                    return self
-                        .recheck_after_lock(l2, full, lock, attempt_deadline, waited)
-                        .await
+                    return self.recheck_after_lock(l2, full, lock, attempt_deadline, waited).await
                 }
                 Ok(LockAttempt::Held { expires_in_ms }) => expires_in_ms,
             };
@@ -275,20 +217,12 @@ impl Inner {
                     lock.release().await;
                     Outcome::ok(LockStep::Loaded { hit, generation })
                 }
-                None => Outcome::ok(LockStep::Lead {
-                    lock: Some(lock),
-                    since: read.at,
-                    waited,
-                }),
+                None => Outcome::ok(LockStep::Lead { lock: Some(lock), since: read.at, waited }),
             },
             // Without a fence time the load cannot be stored safely in the L2; it is still served.
             Err(error) => {
                 lock.release().await;
-                let lead = LockStep::Lead {
-                    lock: None,
-                    since: ServerTime(0),
-                    waited,
-                };
+                let lead = LockStep::Lead { lock: None, since: ServerTime(0), waited };
                 self.absorb(Err(error), lead)
             }
         }
@@ -305,9 +239,7 @@ impl HeldLock {
         let expiring: Weak<Mutex<Option<LoadLock>>> = Arc::downgrade(&slot);
         crate::runtime::spawn(async move {
             tokio::time::sleep(hold).await;
-            let lock = expiring
-                .upgrade()
-                .and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let lock = expiring.upgrade().and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
             if let Some(lock) = lock {
                 lock.release().await;
             }
@@ -348,21 +280,13 @@ impl LoadLease {
         let shared: Arc<str> = Arc::from(json.as_str());
         let unchanged_here = inner.generations.of(&self.key) == self.generation;
         let fenced = match (&inner.l2, self.since) {
-            (Some(l2), Some(since)) if since.0 > 0 && !self.l2_budget.is_zero() => {
-                Some((l2.clone(), since))
-            }
+            (Some(l2), Some(since)) if since.0 > 0 && !self.l2_budget.is_zero() => Some((l2.clone(), since)),
             _ => None,
         };
         let outcome = match (&inner.l2, fenced) {
             (None, _) => {
                 if unchanged_here {
-                    inner.apply_write(
-                        &self.key,
-                        json.into_boxed_str(),
-                        ttl_ms,
-                        true,
-                        self.generation,
-                    );
+                    inner.apply_write(&self.key, json.into_boxed_str(), ttl_ms, true, self.generation);
                 } else {
                     bump(&inner.stats.loads_discarded);
                 }
@@ -370,9 +294,7 @@ impl LoadLease {
             }
             (Some(_), Some((l2, since))) => {
                 let full = namespaced(&inner.config.namespace, &self.key);
-                let announce = inner.bus_payloads(BusOp::Keys {
-                    keys: vec![self.key.clone()],
-                });
+                let announce = inner.bus_payloads(BusOp::Keys { keys: vec![self.key.clone()] });
                 let message = announce.first().map(|(_, payload)| payload.as_str());
                 let generation = inner.generations.of(&self.key);
                 let namespace = &inner.config.namespace;
@@ -405,9 +327,7 @@ impl LoadLease {
             }
         };
         if let Some(flight) = self.flight.take() {
-            inner
-                .flights
-                .finish(&self.key, &flight, FlightResult::Loaded(shared));
+            inner.flights.finish(&self.key, &flight, FlightResult::Loaded(shared));
         }
         if let Some(lock) = self.lock.take() {
             lock.release().await;
@@ -415,22 +335,9 @@ impl LoadLease {
         outcome
     }
 
-    fn store_in_l1(
-        &self,
-        json: String,
-        ttl_ms: u64,
-        l2_reached: bool,
-        unchanged_here: bool,
-        generation: u64,
-    ) {
+    fn store_in_l1(&self, json: String, ttl_ms: u64, l2_reached: bool, unchanged_here: bool, generation: u64) {
         if unchanged_here {
-            self.inner.apply_write(
-                &self.key,
-                json.into_boxed_str(),
-                ttl_ms,
-                l2_reached,
-                generation,
-            );
+            self.inner.apply_write(&self.key, json.into_boxed_str(), ttl_ms, l2_reached, generation);
         } else {
             self.inner.forget_key(&self.key);
         }
@@ -439,9 +346,7 @@ impl LoadLease {
     /// Passes the loader's error to the waiters of this process; caches nothing.
     pub async fn fail(mut self, message: String) {
         if let Some(flight) = self.flight.take() {
-            self.inner
-                .flights
-                .finish(&self.key, &flight, FlightResult::Failed(message));
+            self.inner.flights.finish(&self.key, &flight, FlightResult::Failed(message));
         }
         if let Some(lock) = self.lock.take() {
             lock.release().await;
@@ -452,9 +357,7 @@ impl LoadLease {
 impl Drop for LoadLease {
     fn drop(&mut self) {
         if let Some(flight) = self.flight.take() {
-            self.inner
-                .flights
-                .finish(&self.key, &flight, FlightResult::Abandoned);
+            self.inner.flights.finish(&self.key, &flight, FlightResult::Abandoned);
         }
     }
 }

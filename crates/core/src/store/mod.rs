@@ -112,10 +112,7 @@ impl Store {
             (Some(l2), true) => Some(bus_for(l2)),
             _ => None,
         };
-        let l1 = config
-            .l1
-            .as_ref()
-            .map(|c| L1::new(c.max_entries, c.max_bytes));
+        let l1 = config.l1.as_ref().map(|c| L1::new(c.max_entries, c.max_bytes));
         let inner = Arc::new(Inner {
             id: rand::random(),
             config,
@@ -150,11 +147,7 @@ impl Store {
 
     /// Registers a sink for background failures; it stays registered while the caller holds it.
     pub fn add_error_sink(&self, sink: Weak<dyn ErrorSink>) {
-        let mut sinks = self
-            .inner
-            .error_sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut sinks = self.inner.error_sinks.lock().unwrap_or_else(|e| e.into_inner());
         sinks.retain(|s| s.strong_count() > 0);
         sinks.push(sink);
     }
@@ -181,28 +174,16 @@ impl Store {
         };
         let generation = inner.generations.of(key);
         let full = namespaced(&inner.config.namespace, key);
-        let read = inner.absorb(
-            inner
-                .l2_call(inner.deadline(), l2.get(&full))
-                .await
-                .map(|r| r.hit),
-            None,
-        );
+        let read = inner.absorb(inner.l2_call(inner.deadline(), l2.get(&full)).await.map(|r| r.hit), None);
         match read.value {
             Some(hit) => {
                 bump(&inner.stats.hits);
                 bump(&inner.stats.l2_hits);
-                Outcome {
-                    value: Some(inner.fill_l1_from(key, hit, generation)),
-                    error: read.error,
-                }
+                Outcome { value: Some(inner.fill_l1_from(key, hit, generation)), error: read.error }
             }
             None => {
                 bump(&inner.stats.misses);
-                Outcome {
-                    value: None,
-                    error: read.error,
-                }
+                Outcome { value: None, error: read.error }
             }
         }
     }
@@ -218,34 +199,16 @@ impl Store {
             return Outcome::ok(());
         };
         let full = namespaced(&inner.config.namespace, key);
-        let announce = inner.bus_payloads(BusOp::Keys {
-            keys: vec![key.to_owned()],
-        });
+        let announce = inner.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
         let message = announce.first().map(|(_, payload)| payload.as_str());
         let namespace = &inner.config.namespace;
         let result = inner
-            .l2_call(
-                inner.deadline(),
-                l2.set(
-                    &full,
-                    namespace,
-                    &json,
-                    ttl_ms,
-                    WriteCondition::Always,
-                    message,
-                ),
-            )
+            .l2_call(inner.deadline(), l2.set(&full, namespace, &json, ttl_ms, WriteCondition::Always, message))
             .await;
         if result.is_ok() && message.is_some() {
             bump(&inner.stats.bus_published);
         }
-        inner.apply_write(
-            key,
-            json.into_boxed_str(),
-            ttl_ms,
-            result.is_ok(),
-            generation,
-        );
+        inner.apply_write(key, json.into_boxed_str(), ttl_ms, result.is_ok(), generation);
         inner.flights.detach(key);
         inner.absorb(result.map(|_| ()), ())
     }
@@ -263,15 +226,10 @@ impl Store {
             return Outcome::ok(removed);
         };
         let deadline = inner.deadline();
-        let full: Vec<String> = keys
-            .iter()
-            .map(|k| namespaced(&inner.config.namespace, k))
-            .collect();
+        let full: Vec<String> = keys.iter().map(|k| namespaced(&inner.config.namespace, k)).collect();
         let mut announcement = inner.announce(BusOp::Keys { keys: keys.clone() });
         let first = announcement.first_payload();
-        let result = inner
-            .l2_call(deadline, l2.delete(&full, first.as_deref()))
-            .await;
+        let result = inner.l2_call(deadline, l2.delete(&full, first.as_deref())).await;
         keys.iter().for_each(|key| {
             inner.forget_key(key);
         });
@@ -301,32 +259,19 @@ impl Store {
 
     /// Removes the namespace's keys matching `pattern`.
     pub async fn invalidate_pattern(&self, pattern: &Pattern, glob: &str) -> Outcome<u64> {
-        self.inner
-            .remove_matching(
-                pattern,
-                BusOp::Pattern {
-                    pattern: glob.to_owned(),
-                },
-            )
-            .await
+        self.inner.remove_matching(pattern, BusOp::Pattern { pattern: glob.to_owned() }).await
     }
 
     /// Removes every key of the namespace.
     pub async fn clear(&self) -> Outcome<u64> {
-        self.inner
-            .remove_matching(&Pattern::everything(), BusOp::Clear)
-            .await
+        self.inner.remove_matching(&Pattern::everything(), BusOp::Clear).await
     }
 
     /// A snapshot of the counters and the L1 gauges, taken after applying pending L1 housekeeping.
     pub fn stats(&self) -> StatsSnapshot {
         // moka counts lazily; settling it first makes `l1Entries` agree with what was just written.
         self.run_l1_housekeeping();
-        let (entries, bytes) = self
-            .inner
-            .l1
-            .as_ref()
-            .map_or((0, 0), |l1| (l1.entry_count(), l1.bytes()));
+        let (entries, bytes) = self.inner.l1.as_ref().map_or((0, 0), |l1| (l1.entry_count(), l1.bytes()));
         self.inner.stats.snapshot(entries, bytes)
     }
 
@@ -345,22 +290,13 @@ impl Inner {
     }
 
     /// Bounds an L2 call by `deadline`; past it, the call fails with `ERR_CACHE_L2_TIMEOUT`.
-    async fn l2_call<T>(
-        &self,
-        deadline: Instant,
-        call: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        tokio::time::timeout_at(deadline, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(CacheError::new(
-                    ErrorKind::L2Timeout,
-                    format!(
-                        "the L2 did not answer within {} ms (l2Timeout)",
-                        self.config.l2_timeout_ms
-                    ),
-                ))
-            })
+    async fn l2_call<T>(&self, deadline: Instant, call: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout_at(deadline, call).await.unwrap_or_else(|_| {
+            Err(CacheError::new(
+                ErrorKind::L2Timeout,
+                format!("the L2 did not answer within {} ms (l2Timeout)", self.config.l2_timeout_ms),
+            ))
+        })
     }
 
     /// Counts a failure and degrades to `fallback`.
@@ -369,23 +305,15 @@ impl Inner {
             Ok(value) => Outcome::ok(value),
             Err(error) => {
                 bump(&self.stats.errors);
-                Outcome {
-                    value: fallback,
-                    error: Some(error),
-                }
+                Outcome { value: fallback, error: Some(error) }
             }
         }
     }
 
     fn report_background(&self, error: &CacheError) {
         bump(&self.stats.errors);
-        let sinks: Vec<Arc<dyn ErrorSink>> = self
-            .error_sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
+        let sinks: Vec<Arc<dyn ErrorSink>> =
+            self.error_sinks.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
         sinks.iter().for_each(|sink| sink.report(error));
     }
 
@@ -408,9 +336,7 @@ impl Inner {
         if lifetime.is_zero() {
             return Json::Text(Arc::from(hit.json));
         }
-        let entry = l1
-            .insert(key, hit.json.into_boxed_str(), lifetime)
-            .expect("a non-zero lifetime stores the entry");
+        let entry = l1.insert(key, hit.json.into_boxed_str(), lifetime).expect("a non-zero lifetime stores the entry");
         // Inserted first, checked after: a change that lands in between is seen by the check, or removes the entry.
         if self.generations.of(key) != generation {
             l1.remove(key);
@@ -421,19 +347,10 @@ impl Inner {
     /// Puts a write of this process into the L1, unless another change of the key raced it (`generation`, taken
     /// before the write reached the L2, then moved by more than this write): the L1 then drops the key, which is
     /// only ever a miss, whichever write the L2 kept.
-    fn apply_write(
-        &self,
-        key: &str,
-        json: Box<str>,
-        ttl_ms: u64,
-        l2_reached: bool,
-        generation: u64,
-    ) {
+    fn apply_write(&self, key: &str, json: Box<str>, ttl_ms: u64, l2_reached: bool, generation: u64) {
         self.generations.bump(key);
         let Some(l1) = &self.l1 else { return };
-        if l1
-            .insert(key, json, l1_lifetime(ttl_ms, self.l1_cap_ms(l2_reached)))
-            .is_some()
+        if l1.insert(key, json, l1_lifetime(ttl_ms, self.l1_cap_ms(l2_reached))).is_some()
             && self.generations.of(key) != generation.wrapping_add(1)
         {
             l1.remove(key);
@@ -455,11 +372,7 @@ impl Inner {
         self.l1.as_ref().map_or(0, |l1| l1.remove_matching(pattern))
     }
 
-    fn removal_outcome(
-        &self,
-        removed: Result<u64>,
-        unconfirmed: Option<CacheError>,
-    ) -> Outcome<u64> {
+    fn removal_outcome(&self, removed: Result<u64>, unconfirmed: Option<CacheError>) -> Outcome<u64> {
         let mut outcome = self.absorb(removed, 0);
         add(&self.stats.deletes, outcome.value);
         if outcome.error.is_none() {
@@ -479,12 +392,7 @@ impl Inner {
             add(&self.stats.deletes, removed);
             return Outcome::ok(removed);
         };
-        let result = self
-            .l2_call(
-                self.deadline(),
-                l2.delete_matching(&self.config.namespace, pattern),
-            )
-            .await;
+        let result = self.l2_call(self.deadline(), l2.delete_matching(&self.config.namespace, pattern)).await;
         self.forget_matching(pattern);
         self.l2_activity.notify_waiters();
         let confirmed = match &result {
