@@ -274,8 +274,8 @@ class Cache {
     const waited = load.started.then(
       () =>
         new Promise((resolve) => {
+          // Not unref'd: a caller is waiting on it, as on any I/O.
           timer = setTimeout(resolve, this.#native.lockTimeoutMs, TIMED_OUT)
-          timer.unref()
         }),
     )
     return Promise.race([load.json, waited]).then(

@@ -1,0 +1,300 @@
+// Coherence under faults: a fault-injecting proxy between the cache and the real Redis and Postgres, racing calls,
+// and hung or vanished loaders. Two caches of one process on different URLs (one through the proxy, one direct) have
+// separate stores and buses, so they behave as two instances. Serial: they cut connections and measure waits.
+import test, { type ExecutionContext } from 'ava'
+import { Worker } from 'node:worker_threads'
+import pg from 'pg'
+
+import { FaultProxy } from './fault-proxy.js'
+import { Cache, POSTGRES_URL, REDIS_URL, eventually, runNode, sleep, uniqueNamespace } from './helpers.js'
+import type { Cache as CacheClass, CacheOptions } from '../index.js'
+
+type L2 = 'postgres' | 'redis'
+const L2S: L2[] = ['postgres', 'redis']
+const urlOf = (backend: L2) => (backend === 'postgres' ? POSTGRES_URL : REDIS_URL)
+const THREAD = new URL('./fixtures/thread.mjs', import.meta.url)
+
+function open(t: ExecutionContext, options: CacheOptions): CacheClass {
+  const cache = new Cache(options)
+  t.teardown(() => cache.close())
+  return cache
+}
+
+async function proxyFor(t: ExecutionContext, backend: L2): Promise<FaultProxy> {
+  const { hostname, port } = new URL(urlOf(backend))
+  const proxy = await FaultProxy.start({ host: hostname, port: Number(port) })
+  t.teardown(() => proxy.close())
+  return proxy
+}
+
+/**
+ * The URL of `backend` through `proxy`. Postgres without TLS: sqlx would otherwise negotiate it with a server that
+ * offers it, and the proxy could not tell the bus connection from the others.
+ */
+function proxied(proxy: FaultProxy, backend: L2): string {
+  const url = proxy.url(urlOf(backend))
+  return backend === 'postgres' ? `${url}${url.includes('?') ? '&' : '?'}sslmode=disable` : url
+}
+
+/** Waits until a write of `writer` reaches the L1 of `reader` through the bus. */
+async function busDelivers(reader: CacheClass, writer: CacheClass, timeoutMs = 10_000): Promise<boolean> {
+  return eventually(async () => {
+    const value = Date.now()
+    await reader.get('bus-warmup')
+    await writer.set('bus-warmup', value)
+    return eventually(async () => (await reader.get('bus-warmup')) === value, 500)
+  }, timeoutMs)
+}
+
+async function timed<T>(call: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now()
+  const value = await call()
+  return { value, ms: performance.now() - started }
+}
+
+for (const backend of L2S) {
+  test.serial(`${backend}: a half-open bus is noticed, the L1 dropped, and a hung re-subscription retried`, async (t) => {
+    const proxy = await proxyFor(t, backend)
+    const namespace = uniqueNamespace('halfopen')
+    const errors: Array<{ code: string; message: string }> = []
+    const options = { namespace, ttl: 120, busDownL1Ttl: 2 }
+    const a = open(t, { ...options, url: proxied(proxy, backend), onError: (e) => errors.push(e as any) })
+    const b = open(t, { ...options, url: urlOf(backend) })
+    t.true(await busDelivers(a, b), 'the bus works before the cut')
+
+    await b.set('k', 'old')
+    t.is(await a.get('k'), 'old')
+    // The bus connection alone goes silent: no FIN, no RST; commands still pass.
+    proxy.set('blackhole', { scope: 'bus' })
+    const cutAt = performance.now()
+
+    // A removal whose own message cannot come back says so.
+    await a.delete('other')
+    t.true((await a.stats()).busEchoTimeouts >= 1, 'the unconfirmed removal is counted')
+    t.true(errors.some((e) => e.code === 'ERR_CACHE_BUS' && /did not come back/.test(e.message)))
+
+    await b.set('k', 'new')
+    const seen = await eventually(async () => (await a.get('k')) === 'new', 10_000)
+    const staleMs = performance.now() - cutAt
+    t.true(seen, 'the other instance’s write is seen although the bus is half-open')
+    t.true(staleMs < 120_000 / 2, 'bounded by the bus loss detection, not by the TTL')
+    t.true(errors.some((e) => e.code === 'ERR_CACHE_BUS' && /stopped answering/.test(e.message)))
+    t.log(`${backend}: a write on another instance was seen ${staleMs.toFixed(0)} ms after the bus went half-open`)
+
+    // New bus connections are black-holed too, so a re-subscription hangs; it must be retried, not waited on forever.
+    await sleep(4_000)
+    const reconnectsBefore = (await a.stats()).busReconnects
+    proxy.set('pass')
+    t.true(await eventually(async () => (await a.stats()).busReconnects > reconnectsBefore, 15_000), 'the bus is back')
+    t.true(await busDelivers(a, b), 'and it delivers again')
+    const lost = errors.filter((e) => /stopped answering/.test(e.message)).length
+    t.is(lost, 1, 'one report per loss, not one per attempt')
+  })
+}
+
+for (const backend of ['memory', ...L2S] as const) {
+  const url = backend === 'memory' ? undefined : urlOf(backend)
+  for (const change of ['delete', 'set'] as const) {
+    test.serial(`${backend}: a load that started before a ${change} never stores over it (30 rounds)`, async (t) => {
+      const namespace = uniqueNamespace('fence')
+      const a = open(t, { url, namespace, ttl: 60 })
+      // Another store of the same namespace: another instance (memory only: the same one).
+      const b = backend === 'memory' ? a : open(t, { url, namespace, ttl: 60, lockTimeout: 4.5 })
+      const direct = backend === 'memory' ? a : open(t, { url, namespace, l1: false })
+      const expected = change === 'delete' ? undefined : 'new'
+      for (let round = 0; round < 30; round++) {
+        const key = `k${round}`
+        let release!: () => void
+        let loaderStarted!: () => void
+        const gate = new Promise<void>((resolve) => (release = resolve))
+        const started = new Promise<void>((resolve) => (loaderStarted = resolve))
+        const loading = a.getOrSet(key, async () => {
+          loaderStarted()
+          await gate
+          return 'old' // what the source held when the loader read it
+        })
+        await started
+        if (change === 'delete') await b.delete(key)
+        else await b.set(key, 'new')
+        release()
+        t.is(await loading, 'old', 'the caller still gets its loaded value')
+        t.is(await direct.get(key), expected, `round ${round}: the L2 holds what the ${change} left`)
+        t.is(await a.get(key), expected, `round ${round}: the loading instance serves what the ${change} left`)
+        t.is(await b.get(key), expected, `round ${round}: the changing instance serves what the ${change} left`)
+      }
+      t.true((await a.stats()).loadsDiscarded >= 30)
+    })
+  }
+}
+
+for (const backend of L2S) {
+  test.serial(`${backend}: set racing delete in one instance leaves the L1 agreeing with the L2 (150 rounds)`, async (t) => {
+    const namespace = uniqueNamespace('race')
+    const a = open(t, { url: urlOf(backend), namespace })
+    const direct = open(t, { url: urlOf(backend), namespace, l1: false })
+    let removed = 0
+    for (let round = 0; round < 150; round++) {
+      const key = `k${round % 10}`
+      await a.set(key, 'seed')
+      await Promise.all([a.set(key, `v${round}`), a.delete(key)])
+      const [viaL1, inL2] = [await a.get(key), await direct.get(key)]
+      if (inL2 === undefined) removed++
+      t.is(viaL1, inL2, `round ${round}`)
+    }
+    t.log(`${backend}: the delete won ${removed} of 150 rounds`)
+  })
+}
+
+for (const backend of ['memory', ...L2S] as const) {
+  const url = backend === 'memory' ? undefined : urlOf(backend)
+  test.serial(`${backend}: a loader that never settles holds up its own thread for lockTimeout, no more`, async (t) => {
+    const namespace = uniqueNamespace('hung')
+    const a = open(t, { url, namespace, lockTimeout: 0.5 })
+    void a.getOrSet('k', () => new Promise(() => {}))
+    await sleep(100)
+    const second = await timed(() => a.getOrSet('k', async () => 'second'))
+    t.is(second.value, 'second')
+    t.true(second.ms >= 300, `it waited for the first loader first (${second.ms.toFixed(0)} ms)`)
+    t.log(`${backend}: the second getOrSet of the thread answered after ${second.ms.toFixed(0)} ms (lockTimeout 500)`)
+    if (backend === 'memory') return
+    // The hung load's L2 lock is let go after lockTimeout: another instance does not wait on it at every miss.
+    await sleep(1_000)
+    const other = open(t, { url, namespace, lockTimeout: 2 })
+    t.is(await other.getOrSet('k2', async () => 'x'), 'x')
+    const waitsBefore = (await other.stats()).lockWaits
+    await other.delete('k')
+    t.is(await other.getOrSet('k', async () => 'other'), 'other')
+    t.is((await other.stats()).lockWaits, waitsBefore, 'the hung lease no longer holds the lock')
+  })
+}
+
+for (const backend of ['memory', ...L2S] as const) {
+  const url = backend === 'memory' ? undefined : urlOf(backend)
+  test.serial(`${backend}: when the thread leading a load is terminated, its waiters take over`, async (t) => {
+    const namespace = uniqueNamespace('worker')
+    const options = { url, namespace, lockTimeout: 30 }
+    const worker = new Worker(THREAD, { workerData: { options } })
+    t.teardown(() => worker.terminate())
+    const ask = (method: string, args: unknown[]) =>
+      new Promise<any>((resolve) => {
+        const id = Math.random()
+        const onMessage = (m: any) => m.id === id && (worker.off('message', onMessage), resolve(m))
+        worker.on('message', onMessage)
+        worker.postMessage({ id, method, args })
+      })
+    await ask('backend', [])
+    // The worker leads a load that never ends (its loader is a never-settling Promise made in the worker).
+    worker.postMessage({ id: -1, method: 'getOrSet', args: ['k', { hang: true }] })
+    const main = open(t, options)
+    await sleep(200)
+    const following = main.getOrSet('k', async () => 'taken over')
+    await sleep(200)
+    await worker.terminate()
+    const taken = await timed(() => following)
+    t.is(taken.value, 'taken over', 'a waiter leads instead of failing with the abandoned load')
+    t.true(taken.ms < 20_000, 'long before lockTimeout')
+  })
+}
+
+for (const backend of L2S) {
+  test.serial(`${backend}: a getOrSet started before close() stores nothing after it`, async (t) => {
+    const namespace = uniqueNamespace('close')
+    const a = new Cache({ url: urlOf(backend), namespace })
+    const direct = open(t, { url: urlOf(backend), namespace, l1: false })
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const loading = a.getOrSet('k', async () => (await gate, 'loaded'))
+    await sleep(100)
+    await a.close()
+    release()
+    t.is(await loading, 'loaded')
+    await sleep(200)
+    t.is(await direct.get('k'), undefined)
+  })
+
+  test.serial(`${backend}: with the L2 black-holed, no call waits longer than l2Timeout`, async (t) => {
+    const proxy = await proxyFor(t, backend)
+    const a = open(t, { url: proxied(proxy, backend), namespace: uniqueNamespace('hole'), l2Timeout: 1, onError: () => {} })
+    await a.set('warm', 1)
+    proxy.set('blackhole')
+    const calls: Array<[string, () => Promise<unknown>]> = [
+      ['get', () => a.get('g')],
+      ['set', () => a.set('s', 1)],
+      ['delete', () => a.delete('d')],
+      ['has', () => a.has('h')],
+      ['getOrSet', () => a.getOrSet('o', async () => 1)],
+      ['invalidatePattern', () => a.invalidatePattern('p*')],
+      ['clear', () => a.clear()],
+    ]
+    const took: string[] = []
+    for (const [name, call] of calls) {
+      const { ms } = await timed(call)
+      took.push(`${name} ${ms.toFixed(0)}`)
+      // Each step bounded on its own took 2 s and more; one budget for the call takes 1 s.
+      t.true(ms < 1_900, `${name} took ${ms.toFixed(0)} ms with l2Timeout 1 s`)
+    }
+    t.log(`${backend}, L2 black-holed, l2Timeout 1 s, ms per call: ${took.join(', ')}`)
+  })
+}
+
+test.serial('postgres: invalidatePattern, clear and table creation work with standard_conforming_strings off', async (t) => {
+  const table = `scs_${uniqueNamespace('t').replace(/[^a-z0-9]/gi, '_')}\\x`
+  const url = `${POSTGRES_URL}?options=${encodeURIComponent('-c standard_conforming_strings=off')}`
+  const cache = open(t, { url, namespace: uniqueNamespace('scs'), postgres: { table } })
+  await cache.set('a%1', 1)
+  await cache.set('b', 2)
+  t.is(await cache.invalidatePattern('a%*'), 1)
+  t.is(await cache.clear(), undefined)
+  t.is(await cache.get('b'), undefined)
+  const db = new pg.Client({ connectionString: POSTGRES_URL })
+  await db.connect()
+  t.teardown(() => db.end())
+  await db.query(`DROP TABLE IF EXISTS "${table}"`)
+})
+
+test('bad input the red team found is refused synchronously with a code, and nothing is written', async (t) => {
+  const cache = open(t, { namespace: uniqueNamespace('input') })
+  const throwsCode = (call: () => unknown, code: string, what: string) =>
+    t.is((t.throws(call, undefined, what) as any)?.code, code, what)
+  throwsCode(() => cache.invalidatePattern('a\uD800*'), 'ERR_CACHE_INVALID_PATTERN', 'a pattern with a lone surrogate')
+  throwsCode(() => cache.get('a\u0000b'), 'ERR_CACHE_INVALID_KEY', 'a key with NUL')
+  throwsCode(() => cache.set('k', 'a\uD800'), 'ERR_CACHE_INVALID_VALUE', 'a value with a lone surrogate')
+  throwsCode(() => cache.set('k', { s: 'a\u0000' }), 'ERR_CACHE_INVALID_VALUE', 'a value with NUL')
+  for (const options of [[], { ttll: 60 }, new Map()] as any[]) {
+    throwsCode(() => cache.set('k', 1, options), 'ERR_CACHE_INVALID_TTL', `per-call options ${JSON.stringify(options)}`)
+  }
+  t.is(await cache.has('k'), false, 'nothing was written')
+  for (const [options, name] of [
+    [{ ttl: Number.NaN }, '`ttl`'],
+    [{ l2Timeout: Number.POSITIVE_INFINITY }, '`l2Timeout`'],
+    [{ l1: { maxBytes: Number.NaN } }, '`l1.maxBytes`'],
+  ] as const) {
+    const error = t.throws(() => new Cache(options as any)) as any
+    t.is(error?.code, 'ERR_CACHE_INVALID_OPTION')
+    t.true(error?.message.includes(name), error?.message)
+  }
+  t.is(await cache.set('k', 1, {}), undefined, 'an empty options object means the defaults')
+})
+
+test('immutable: the frozen values of a thread are bounded by l1.maxBytes', async (t) => {
+  const script = `
+    const { Cache } = require('./index.js')
+    const cache = new Cache({ immutable: true, l1: { maxBytes: 1048576, maxEntries: 100000 } })
+    const filler = 'x'.repeat(5000)
+    ;(async () => {
+      globalThis.gc()
+      const before = process.memoryUsage().heapUsed
+      for (let i = 0; i < 40000; i++) {
+        await cache.set('k' + i, { i, filler })
+        await cache.get('k' + i)
+      }
+      globalThis.gc()
+      console.log(JSON.stringify({ grown: process.memoryUsage().heapUsed - before }))
+      await cache.close()
+    })()`
+  const run = await runNode(['--expose-gc', '-e', script], {}, 120_000)
+  t.is(run.code, 0, run.stderr)
+  const { grown } = JSON.parse(run.stdout.trim().split('\n').pop()!)
+  t.log(`heap grew ${(grown / 1e6).toFixed(1)} MB over 40,000 distinct 5 KB values with l1.maxBytes 1 MiB`)
+  t.true(grown < 40e6, `heap grew ${grown} bytes; 200 MB when bounded by entries only`)
+})
