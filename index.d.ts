@@ -144,10 +144,20 @@ export interface CacheOptions {
    */
   bus?: boolean
   /**
-   * While the invalidation bus is disconnected, L1 entries written or refreshed live at most this many seconds, so
-   * what a lost message leaves stale stays stale only that long. Integer from 1 to 3600. Default `5`.
+   * While the invalidation bus is down (disconnected, or found half-open because its liveness probe did not come
+   * back; see the README's coherence section for the detection bound), L1 entries written or refreshed live at most
+   * this many seconds, so what a lost message leaves stale stays stale only that long. Writes that did not reach the
+   * L2 are kept in the L1 no longer either. Integer from 1 to 3600. Default `5`.
    */
   busDownL1Ttl?: number
+  /**
+   * The fence window, in seconds: a `getOrSet` value is stored only if its key was not written, deleted or
+   * invalidated (on any instance) since the miss that started the load, and the L2 remembers such changes this
+   * long. A loader that runs longer still returns its value, but it is not stored (counted in
+   * `stats().loadsDiscarded`). Deleted keys leave a tombstone, and expired entries stay in the L2, for this long.
+   * Integer from 1 to 3600. Default `10`.
+   */
+  maxLoadTime?: number
   /**
    * Single-flight across processes: when several processes miss the same key in `getOrSet`, one runs the loader and
    * the others wait for its value in the L2 (Redis: a `SET NX PX` lock with an owner token; Postgres: an advisory
@@ -164,7 +174,8 @@ export interface CacheOptions {
    * changes: an L1 hit whose entry has not been written since this thread last parsed it returns the same frozen
    * value instead of parsing the JSON text again (about 3x faster for a 1 KB value). No caller can then change what
    * another one sees: assigning to a frozen value throws a `TypeError` in strict mode (ES modules, TypeScript
-   * output) and is ignored otherwise. The frozen values a thread keeps are bounded by `l1.maxEntries`.
+   * output) and is ignored otherwise. The frozen values a thread keeps are bounded by `l1.maxEntries` and by
+   * `l1.maxBytes` of JSON text, per thread; a value whose L1 entry went is dropped at its next read.
    * Default `false`: every call gets its own freshly parsed, mutable copy.
    */
   immutable?: boolean
@@ -177,7 +188,11 @@ export interface CacheOptions {
   onError?: (err: CacheError) => void
 }
 
-/** A per-call TTL: a number of seconds, or `{ ttl }`. Integer from 1 to 2592000. Default: the cache's `ttl`. */
+/**
+ * A per-call TTL: a number of seconds, or `{ ttl }`. Integer from 1 to 2592000. Default: the cache's `ttl`. An
+ * options object must be a plain object of known options only (`{}` means the defaults); anything else, such as an
+ * array or a misspelt option, throws a `TypeError` with `code: 'ERR_CACHE_INVALID_TTL'`.
+ */
 export type TtlArgument = number | { ttl?: number }
 
 /**
@@ -220,6 +235,17 @@ export interface CacheStats {
   lockWaits: number
   /** Waits that ran out after `lockTimeout` and ran the loader themselves. */
   lockTimeouts: number
+  /**
+   * `getOrSet` loads whose value was returned to the caller but not stored, because the key changed on some instance
+   * while the loader ran (or it ran past `maxLoadTime`).
+   */
+  loadsDiscarded: number
+  /**
+   * `delete`, `invalidatePattern` and `clear` calls whose own bus message did not come back within `l2Timeout`
+   * (each also reported to `onError` as `ERR_CACHE_BUS`): other instances may serve their copy until their bus is
+   * found lost.
+   */
+  busEchoTimeouts: number
 }
 
 /**
