@@ -118,8 +118,10 @@ impl Statements {
         let tombstones = format!(
             r#"WITH old AS (SELECT count(*) AS live FROM {table} WHERE "key" = ANY($1) AND "expiresAt" > {NOW_UTC}),
                     up AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
-                           SELECT gen_random_uuid()::text, k, 'null'::jsonb, {NOW_UTC}, {NOW_UTC} FROM unnest($1::text[]) AS k
-                           ON CONFLICT ("key") DO UPDATE SET "value" = 'null'::jsonb, "expiresAt" = EXCLUDED."expiresAt",
+                           SELECT gen_random_uuid()::text, k, 'null'::jsonb, {NOW_UTC}, {NOW_UTC}
+                           FROM unnest($1::text[]) AS k
+                           ON CONFLICT ("key") DO UPDATE SET "value" = 'null'::jsonb,
+                             "expiresAt" = EXCLUDED."expiresAt",
                              "updatedAt" = EXCLUDED."updatedAt"
                            RETURNING 1)
                SELECT (SELECT live FROM old), (SELECT count(*) FROM up)"#

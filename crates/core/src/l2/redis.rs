@@ -237,18 +237,10 @@ impl RedisL2 {
         invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("delete", e))
     }
 
-    /// Whether a live entry exists, without fetching its value.
+    /// Whether a live entry exists: the read of [`RedisL2::get`], since liveness needs the value's expiry and the
+    /// server's time alike.
     pub async fn has(&self, key: &str) -> Result<bool> {
-        let ((json, expires_us), time): ((Option<redis::Value>, Option<u64>), (u64, u64)) = redis::pipe()
-            .cmd("HMGET")
-            .arg(key)
-            .arg("v")
-            .arg("x")
-            .cmd("TIME")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error("has", e))?;
-        Ok(json.is_some() && expires_us.is_some_and(|x| x > time.0 * 1_000_000 + time.1))
+        Ok(self.get(key).await?.hit.is_some())
     }
 
     /// Stamps the namespace's invalidation marker, then walks `SCAN MATCH` over the namespace and unlinks each step's

@@ -40,6 +40,9 @@ impl Store {
     /// process is not waited for again.
     pub async fn begin_load(&self, key: &str, wait_for_others: bool) -> Outcome<LoadStep> {
         let inner = &self.inner;
+        // Past a wait that ran out: load without the process's single-flight or the L2's lock.
+        let lead_alone =
+            || LoadStep::Lead(inner.lease(key, None, None, None, Duration::ZERO, inner.generations.of(key)));
         loop {
             if let Some(entry) = inner.l1_hit(key) {
                 return Outcome::ok(LoadStep::Hit(Json::L1(entry)));
@@ -47,7 +50,7 @@ impl Store {
             match inner.flights.join(key) {
                 Joined::Follower(_) if !wait_for_others => {
                     bump(&inner.stats.lock_timeouts);
-                    return Outcome::ok(LoadStep::Lead(inner.lease(key, None, None, None, Duration::ZERO)));
+                    return Outcome::ok(lead_alone());
                 }
                 Joined::Follower(follower) => {
                     bump(&inner.stats.lock_waits);
@@ -61,7 +64,7 @@ impl Store {
                         Some(FlightResult::Abandoned) => continue,
                         None => {
                             bump(&inner.stats.lock_timeouts);
-                            return Outcome::ok(LoadStep::Lead(inner.lease(key, None, None, None, Duration::ZERO)));
+                            return Outcome::ok(lead_alone());
                         }
                     }
                 }
@@ -75,7 +78,7 @@ impl Inner {
     async fn lead(self: &Arc<Self>, key: &str, flight: Arc<Flight>) -> Outcome<LoadStep> {
         let generation = self.generations.of(key);
         let Some(l2) = self.l2.clone() else {
-            return Outcome::ok(LoadStep::Lead(self.lease(key, Some(flight), None, None, Duration::ZERO)));
+            return Outcome::ok(LoadStep::Lead(self.lease(key, Some(flight), None, None, Duration::ZERO, generation)));
         };
         // The read, the lock and the write of one `getOrSet` share one `l2Timeout`; waiting for another loader
         // does not count (it is bounded by `lockTimeout`).
@@ -85,7 +88,7 @@ impl Inner {
             Ok(read) => read,
             Err(error) => {
                 // The L2 is failing: lead without asking it for a lock, and do not wait for it again.
-                let lease = self.lease(key, Some(flight), None, None, Duration::ZERO);
+                let lease = self.lease(key, Some(flight), None, None, Duration::ZERO, generation);
                 return Outcome { value: LoadStep::Lead(lease), error: self.absorb(Err::<(), _>(error), ()).error };
             }
         };
@@ -110,25 +113,13 @@ impl Inner {
                     (None, true) => self.config.l2_timeout(),
                     (None, false) => deadline.saturating_duration_since(Instant::now()),
                 };
-                LoadStep::Lead(self.lease_from(key, Some(flight), lock, Some(since), budget, generation))
+                LoadStep::Lead(self.lease(key, Some(flight), lock, Some(since), budget, generation))
             }
         };
         Outcome { value, error: locked.error }
     }
 
     fn lease(
-        self: &Arc<Self>,
-        key: &str,
-        flight: Option<Arc<Flight>>,
-        lock: Option<LoadLock>,
-        since: Option<ServerTime>,
-        l2_budget: Duration,
-    ) -> LoadLease {
-        let generation = self.generations.of(key);
-        self.lease_from(key, flight, lock, since, l2_budget, generation)
-    }
-
-    fn lease_from(
         self: &Arc<Self>,
         key: &str,
         flight: Option<Arc<Flight>>,
