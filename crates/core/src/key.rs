@@ -54,11 +54,6 @@ pub fn strip_namespace<'a>(namespace: &str, full: &'a str) -> Option<&'a str> {
     full.strip_prefix(namespace)?.strip_prefix(':')
 }
 
-/// The key of an L2 key, whatever its namespace: a namespace holds no `:`, so the first one ends it.
-pub fn strip_any_namespace(full: &str) -> &str {
-    full.split_once(':').map_or(full, |(_, key)| key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

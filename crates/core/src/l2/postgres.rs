@@ -332,13 +332,7 @@ impl PostgresL2 {
             }
             return Ok(!query.fetch_all(&self.pool).await.map_err(fail)?.is_empty());
         };
-        let mut tx = self.pool.begin().await.map_err(fail)?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))")
-            .bind(ADVISORY_CLASS_INVALIDATION)
-            .bind(namespace)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
+        let mut tx = self.invalidation_locked(namespace, Lock::Shared).await.map_err(fail)?;
         let mut query = sqlx::query(&self.sql.set[1][bus_message.is_some() as usize])
             .bind(key)
             .bind(json)
@@ -383,13 +377,7 @@ impl PostgresL2 {
         self.ensure_table().await?;
         let fail = |e| self.error("invalidatePattern", e);
         let like = pattern.to_like(&crate::key::namespaced(namespace, ""));
-        let mut tx = self.pool.begin().await.map_err(fail)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(ADVISORY_CLASS_INVALIDATION)
-            .bind(namespace)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
+        let mut tx = self.invalidation_locked(namespace, Lock::Exclusive).await.map_err(fail)?;
         let removed: i64 = sqlx::query_scalar(&self.sql.mark_and_delete_like)
             .bind(like)
             .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
@@ -398,6 +386,22 @@ impl PostgresL2 {
             .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok(removed as u64)
+    }
+
+    /// A transaction holding the namespace's invalidation lock until it ends: shared by fenced writes, exclusive for
+    /// `invalidatePattern`, so that no fenced write commits between a pattern's marker and its `DELETE`.
+    async fn invalidation_locked(
+        &self,
+        namespace: &str,
+        lock: Lock,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let take = match lock {
+            Lock::Shared => "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))",
+            Lock::Exclusive => "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        };
+        sqlx::query(take).bind(ADVISORY_CLASS_INVALIDATION).bind(namespace).execute(&mut *tx).await?;
+        Ok(tx)
     }
 
     /// `pg_notify` on `channel`, on a pooled connection.
@@ -469,6 +473,12 @@ impl PostgresL2 {
             }
         })))
     }
+}
+
+/// How an advisory lock is held.
+enum Lock {
+    Shared,
+    Exclusive,
 }
 
 /// The one connection, outside the pool, that holds every advisory lock of a store.

@@ -33,11 +33,16 @@ pub const DEFAULT_SCAN_COUNT: u32 = 1000;
 const UNLOCK_IF_OWNER: &str =
     r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
-/// `now` and `nowstr` in microseconds of the server clock; every script starts with it.
-const NOW: &str = r"
+/// Every script starts with this: `now` and `nowstr` in microseconds of the server clock, and `live(key)`, whether an
+/// entry holds a value not yet expired (an entry of another type, such as a 0.1 string, is not live).
+const PRELUDE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local nowstr = string.format('%.0f', now)
+local function live(key)
+  local r = redis.pcall('HMGET', key, 'v', 'x')
+  return type(r) == 'table' and not r.err and r[1] and tonumber(r[2]) > now
+end
 ";
 
 /// KEYS: entry, namespace marker. ARGV: json, ttl ms, fence window ms, since µs or '' (unconditional), bus channel,
@@ -62,27 +67,25 @@ return 1
 /// KEYS: entries. ARGV: fence window ms, bus channel, bus message or ''. Leaves a tombstone of each key; returns how
 /// many were live.
 const DELETE: &str = r"
-local live = 0
+local removed = 0
 for _, key in ipairs(KEYS) do
-  local r = redis.pcall('HMGET', key, 'v', 'x')
-  if type(r) == 'table' and not r.err and r[1] and tonumber(r[2]) > now then live = live + 1 end
+  if live(key) then removed = removed + 1 end
   redis.call('DEL', key)
   redis.call('HSET', key, 'w', nowstr)
   redis.call('PEXPIRE', key, ARGV[1])
 end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return live
+return removed
 ";
 
 /// KEYS: entries found by a `SCAN` step. Unlinks them; returns how many were live.
 const UNLINK_COUNTING_LIVE: &str = r"
-local live = 0
+local removed = 0
 for _, key in ipairs(KEYS) do
-  local r = redis.pcall('HMGET', key, 'v', 'x')
-  if type(r) == 'table' and not r.err and r[1] and tonumber(r[2]) > now then live = live + 1 end
+  if live(key) then removed = removed + 1 end
   redis.call('UNLINK', key)
 end
-return live
+return removed
 ";
 
 /// KEYS: the namespace marker. ARGV: fence window ms.
@@ -114,7 +117,7 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
-        let with_now = |body: &str| Script::new(&format!("{NOW}{body}"));
+        let with_now = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
             set: with_now(SET),
             delete: with_now(DELETE),

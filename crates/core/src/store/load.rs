@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Inner, Json, Outcome, Store};
-use crate::bus::BusOp;
 use crate::error::{CacheError, ErrorKind};
 use crate::flight::{self, Flight, FlightResult, Joined};
 use crate::key::namespaced;
@@ -89,7 +88,7 @@ impl Inner {
             Err(error) => {
                 // The L2 is failing: lead without asking it for a lock, and do not wait for it again.
                 let lease = self.lease(key, Some(flight), None, None, Duration::ZERO, generation);
-                return Outcome { value: LoadStep::Lead(lease), error: self.absorb(Err::<(), _>(error), ()).error };
+                return self.absorb(Err(error), LoadStep::Lead(lease));
             }
         };
         if let Some(hit) = read.hit {
@@ -100,7 +99,7 @@ impl Inner {
             return Outcome::ok(LoadStep::Hit(json));
         }
         bump(&self.stats.misses);
-        let locked = self.lock_or_wait(&l2, &full, read.at, deadline).await;
+        let locked = self.lock_or_wait(&l2, key, &full, read.at, deadline).await;
         let value = match locked.value {
             LockStep::Loaded { hit, generation } => {
                 let json = self.fill_l1_from(key, hit, generation);
@@ -143,7 +142,14 @@ impl Inner {
     /// After a miss at `missed_at`: take the cross-process lock, or wait for its holder's value until `lockTimeout`.
     /// When a lock changes hands (its holder died and its hold ran out), the wait covers the new holder's hold, up
     /// to twice `lockTimeout` in all, so waiters do not all give up and load at the moment the new holder starts.
-    async fn lock_or_wait(&self, l2: &L2, full: &str, missed_at: ServerTime, deadline: Instant) -> Outcome<LockStep> {
+    async fn lock_or_wait(
+        &self,
+        l2: &L2,
+        key: &str,
+        full: &str,
+        missed_at: ServerTime,
+        deadline: Instant,
+    ) -> Outcome<LockStep> {
         let lead_unlocked = |since, waited| LockStep::Lead { lock: None, since, waited };
         if !self.config.distributed_lock {
             return Outcome::ok(lead_unlocked(missed_at, false));
@@ -158,7 +164,7 @@ impl Inner {
             let expires_in_ms = match self.l2_call(attempt_deadline, l2.try_lock(full, lock_timeout)).await {
                 Err(error) => return self.absorb(Err(error), lead_unlocked(since, waited)),
                 Ok(LockAttempt::Acquired(lock)) => {
-                    return self.recheck_after_lock(l2, full, lock, attempt_deadline, waited).await
+                    return self.recheck_after_lock(l2, key, full, lock, attempt_deadline, since, waited).await
                 }
                 Ok(LockAttempt::Held { expires_in_ms }) => expires_in_ms,
             };
@@ -180,7 +186,6 @@ impl Inner {
                 _ = tokio::time::sleep(nap) => {}
                 _ = self.l2_activity.notified() => {}
             }
-            let key = crate::key::strip_any_namespace(full);
             let generation = self.generations.of(key);
             match self.l2_call(self.deadline(), l2.get(full)).await {
                 Ok(read) => match read.hit {
@@ -192,16 +197,19 @@ impl Inner {
         }
     }
 
-    /// The holder before us may have stored the value and let go between our miss and our lock.
+    /// The holder before us may have stored the value and let go between our miss (at `since`) and our lock.
+    #[allow(clippy::too_many_arguments)]
     async fn recheck_after_lock(
         &self,
         l2: &L2,
+        key: &str,
         full: &str,
         lock: LoadLock,
         deadline: Instant,
+        since: ServerTime,
         waited: bool,
     ) -> Outcome<LockStep> {
-        let generation = self.generations.of(crate::key::strip_any_namespace(full));
+        let generation = self.generations.of(key);
         match self.l2_call(deadline, l2.get(full)).await {
             Ok(read) => match read.hit {
                 Some(hit) => {
@@ -210,11 +218,10 @@ impl Inner {
                 }
                 None => Outcome::ok(LockStep::Lead { lock: Some(lock), since: read.at, waited }),
             },
-            // Without a fence time the load cannot be stored safely in the L2; it is still served.
+            // The failure leaves the lease no L2 budget: the value is served, and kept in the L1 only briefly.
             Err(error) => {
                 lock.release().await;
-                let lead = LockStep::Lead { lock: None, since: ServerTime(0), waited };
-                self.absorb(Err(error), lead)
+                self.absorb(Err(error), LockStep::Lead { lock: None, since, waited })
             }
         }
     }
@@ -270,11 +277,8 @@ impl LoadLease {
         bump(&inner.stats.sets);
         let shared: Arc<str> = Arc::from(json.as_str());
         let unchanged_here = inner.generations.of(&self.key) == self.generation;
-        let fenced = match (&inner.l2, self.since) {
-            (Some(l2), Some(since)) if since.0 > 0 && !self.l2_budget.is_zero() => Some((l2.clone(), since)),
-            _ => None,
-        };
-        let outcome = match (&inner.l2, fenced) {
+        let outcome = match (&inner.l2, self.since) {
+            // Memory only: the L1 is the only copy, so a change made while the loader ran must stay.
             (None, _) => {
                 if unchanged_here {
                     inner.apply_write(&self.key, json.into_boxed_str(), ttl_ms, true, self.generation);
@@ -283,20 +287,12 @@ impl LoadLease {
                 }
                 Outcome::ok(unchanged_here)
             }
-            (Some(_), Some((l2, since))) => {
-                let full = namespaced(&inner.config.namespace, &self.key);
-                let announce = inner.bus_payloads(BusOp::Keys { keys: vec![self.key.clone()] });
-                let message = announce.first().map(|(_, payload)| payload.as_str());
+            (Some(l2), Some(since)) if !self.l2_budget.is_zero() => {
                 let generation = inner.generations.of(&self.key);
-                let namespace = &inner.config.namespace;
                 let condition = WriteCondition::UnchangedSince(since);
-                let write = l2.set(&full, namespace, &json, ttl_ms, condition, message);
-                let result = inner.l2_call(Instant::now() + self.l2_budget, write).await;
-                match result {
+                let deadline = Instant::now() + self.l2_budget;
+                match inner.write_to_l2(l2, &self.key, &json, ttl_ms, condition, deadline).await {
                     Ok(true) => {
-                        if message.is_some() {
-                            bump(&inner.stats.bus_published);
-                        }
                         self.store_in_l1(json, ttl_ms, true, unchanged_here, generation);
                         Outcome::ok(true)
                     }
@@ -310,8 +306,8 @@ impl LoadLease {
                     }
                 }
             }
-            // The L2 failed on the way in: no time left, or no fence to write under.
-            (Some(_), None) => {
+            // The L2 failed on the way in: no time left for it.
+            (Some(_), _) => {
                 let generation = inner.generations.of(&self.key);
                 self.store_in_l1(json, ttl_ms, false, unchanged_here, generation);
                 Outcome::ok(false)

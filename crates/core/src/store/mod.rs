@@ -198,16 +198,7 @@ impl Store {
             inner.apply_write(key, json.into_boxed_str(), ttl_ms, true, generation);
             return Outcome::ok(());
         };
-        let full = namespaced(&inner.config.namespace, key);
-        let announce = inner.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
-        let message = announce.first().map(|(_, payload)| payload.as_str());
-        let namespace = &inner.config.namespace;
-        let result = inner
-            .l2_call(inner.deadline(), l2.set(&full, namespace, &json, ttl_ms, WriteCondition::Always, message))
-            .await;
-        if result.is_ok() && message.is_some() {
-            bump(&inner.stats.bus_published);
-        }
+        let result = inner.write_to_l2(l2, key, &json, ttl_ms, WriteCondition::Always, inner.deadline()).await;
         inner.apply_write(key, json.into_boxed_str(), ttl_ms, result.is_ok(), generation);
         inner.flights.detach(key);
         inner.absorb(result.map(|_| ()), ())
@@ -297,6 +288,28 @@ impl Inner {
                 format!("the L2 did not answer within {} ms (l2Timeout)", self.config.l2_timeout_ms),
             ))
         })
+    }
+
+    /// Writes one key to the L2 under `condition`, its bus announcement in the same round trip; `Ok(false)` when the
+    /// condition refused it.
+    async fn write_to_l2(
+        &self,
+        l2: &L2,
+        key: &str,
+        json: &str,
+        ttl_ms: u64,
+        condition: WriteCondition,
+        deadline: Instant,
+    ) -> Result<bool> {
+        let full = namespaced(&self.config.namespace, key);
+        let announce = self.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
+        let message = announce.first().map(|(_, payload)| payload.as_str());
+        let written =
+            self.l2_call(deadline, l2.set(&full, &self.config.namespace, json, ttl_ms, condition, message)).await;
+        if written.as_ref().is_ok_and(|&w| w) && message.is_some() {
+            bump(&self.stats.bus_published);
+        }
+        written
     }
 
     /// Counts a failure and degrades to `fallback`.
