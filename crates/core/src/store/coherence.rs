@@ -159,9 +159,13 @@ impl Inner {
         announcement.echoes.iter().for_each(|(seq, _)| drop(waiters.remove(seq)));
     }
 
-    /// Drops the whole L1: what the bus may have missed is unknown.
-    fn drop_l1_for_lost_messages(&self) {
-        self.forget_matching(&Pattern::everything());
+    /// Drops the whole L1 when the bus is lost: what it may have missed is unknown. This is no change of any key, so
+    /// the generations stay: a write racing the loss keeps its L1 copy (with the L2 failing too, the only one), and
+    /// whatever is filled or written from now on is capped at `busDownL1Ttl`, the bus being down already.
+    fn drop_l1_for_lost_bus(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
     }
 }
 
@@ -194,7 +198,7 @@ impl BusListener for Inner {
     }
 
     fn on_connection_lost(&self, error: CacheError) {
-        self.drop_l1_for_lost_messages();
+        self.drop_l1_for_lost_bus();
         self.report_background(&error);
     }
 
@@ -202,7 +206,9 @@ impl BusListener for Inner {
         // Before the first subscription there was no connection to lose messages on; entries filled meanwhile were
         // capped at `busDownL1Ttl`, which bounds what they could have missed.
         if reconnected {
-            self.drop_l1_for_lost_messages();
+            // Unlike a loss, this moves every generation: a fill that read the L2 while the bus was down, and lands
+            // now that it is up again, would otherwise keep what it may have missed for its whole TTL.
+            self.forget_matching(&Pattern::everything());
             bump(&self.stats.bus_reconnects);
         }
     }
