@@ -229,6 +229,11 @@ export interface CacheStats {
   busPublished: number
   /** Invalidation messages from other instances applied to this L1. */
   busReceived: number
+  /**
+   * Whether the invalidation bus is subscribed and proven now (its latest liveness probe came back on the current
+   * subscription). `false` while it is down or not yet proven, memory only, or with `bus: false`.
+   */
+  busUp: boolean
   /** Times the bus connection was re-established after a loss (each drops the whole L1). */
   busReconnects: number
   /** `getOrSet` calls that waited for another thread or process to load. */

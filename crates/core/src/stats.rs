@@ -20,17 +20,20 @@ macro_rules! counters {
             pub l1_entries: u64,
             /// Bytes of keys plus JSON text in the L1 (see [`crate::l1::L1::bytes`]); 0 without an L1.
             pub l1_bytes: u64,
+            /// Whether the invalidation bus is subscribed and proven by a probe now; `false` without a bus.
+            pub bus_up: bool,
         }
 
         impl Stats {
-            /// Reads every counter; the L1 gauges come from the caller, which owns the L1. The counters are read one
+            /// Reads every counter; the L1 and bus gauges come from the caller, which owns them. The counters are read one
             /// by one, so a snapshot taken under load may be off by the calls in flight.
-            pub fn snapshot(&self, l1_entries: u64, l1_bytes: u64) -> StatsSnapshot {
+            pub fn snapshot(&self, l1_entries: u64, l1_bytes: u64, bus_up: bool) -> StatsSnapshot {
                 let mut snapshot = StatsSnapshot {
                     $($name: self.$name.load(Ordering::Relaxed),)*
                     hit_rate: 0.0,
                     l1_entries,
                     l1_bytes,
+                    bus_up,
                 };
                 snapshot.hit_rate = hit_rate(snapshot.hits, snapshot.misses);
                 snapshot
@@ -101,15 +104,16 @@ mod tests {
     #[test]
     fn hit_rate_is_hits_over_reads() {
         let stats = Stats::default();
-        assert_eq!(stats.snapshot(0, 0).hit_rate, 0.0);
+        assert_eq!(stats.snapshot(0, 0, false).hit_rate, 0.0);
         bump(&stats.hits);
         add(&stats.hits, 2);
         bump(&stats.misses);
-        let snapshot = stats.snapshot(3, 30);
+        let snapshot = stats.snapshot(3, 30, true);
         assert_eq!(snapshot.hit_rate, 0.75);
         assert_eq!((snapshot.l1_entries, snapshot.l1_bytes), (3, 30));
         let json = serde_json::to_value(&snapshot).unwrap();
         assert_eq!(json["l1Entries"], 3);
         assert_eq!(json["hitRate"], 0.75);
+        assert_eq!(json["busUp"], true);
     }
 }

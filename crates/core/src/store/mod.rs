@@ -258,12 +258,13 @@ impl Store {
         self.inner.remove_matching(&Pattern::everything(), BusOp::Clear).await
     }
 
-    /// A snapshot of the counters and the L1 gauges, taken after applying pending L1 housekeeping.
+    /// A snapshot of the counters and the L1 and bus gauges, taken after applying pending L1 housekeeping.
     pub fn stats(&self) -> StatsSnapshot {
         // moka counts lazily; settling it first makes `l1Entries` agree with what was just written.
         self.run_l1_housekeeping();
         let (entries, bytes) = self.inner.l1.as_ref().map_or((0, 0), |l1| (l1.entry_count(), l1.bytes()));
-        self.inner.stats.snapshot(entries, bytes)
+        let bus_up = self.inner.bus.as_ref().is_some_and(|bus| bus.is_up());
+        self.inner.stats.snapshot(entries, bytes, bus_up)
     }
 
     /// Applies pending L1 expirations now (the store also does it every second by itself).
