@@ -15,12 +15,13 @@
  * Raised synchronously (bad input, never half-applied):
  * - `ERR_CACHE_INVALID_OPTION` (`TypeError`): a constructor option is malformed; the message names it.
  * - `ERR_CACHE_INVALID_KEY` (`TypeError`): a key is not a non-empty, well-formed string of at most `maxKeyLength`
- *   UTF-8 bytes.
- * - `ERR_CACHE_INVALID_VALUE` (`TypeError`): `undefined`, a function, a symbol, a BigInt or a circular value.
+ *   UTF-8 bytes without U+0000 (NUL).
+ * - `ERR_CACHE_INVALID_VALUE` (`TypeError`): `undefined`, a function, a symbol, a BigInt or a circular value, or a
+ *   value holding a string with U+0000 or a lone surrogate (which Postgres cannot store, so no backend does).
  * - `ERR_CACHE_VALUE_TOO_LARGE` (`RangeError`): the JSON text of a value is over `maxValueBytes`.
  * - `ERR_CACHE_INVALID_TTL` (`TypeError`): a per-call TTL that is not an integer from 1 to 2592000 seconds.
- * - `ERR_CACHE_INVALID_PATTERN` (`TypeError`): an `invalidatePattern` pattern that is empty, too long or ends in a
- *   lone `\`.
+ * - `ERR_CACHE_INVALID_PATTERN` (`TypeError`): an `invalidatePattern` pattern that is not a string, is empty, is
+ *   not well-formed text, is longer than max(2 × `maxKeyLength` + 2, 1024) bytes or ends in a lone `\`.
  * - `ERR_CACHE_INVALID_LOADER` (`TypeError`): `getOrSet` was given something other than a function.
  * - `ERR_CACHE_CLOSED` (`Error`): the cache was used after `close()`.
  *
@@ -30,8 +31,10 @@
  * - `ERR_CACHE_L2`: the L2 answered with an error (permissions, a table of another shape...).
  * - `ERR_CACHE_BUS`: the invalidation bus lost its connection; the L1 was dropped and the bus reconnects by itself.
  *
- * Raised to the waiters of a `getOrSet` whose loader ran in another thread of the process and failed:
- * - `ERR_CACHE_LOADER_FAILED` (`Error`): the message is the loader error's message.
+ * Raised to every `getOrSet` that waited for a load run by another caller of the process (in its own thread or in
+ * another) when that loader failed; the caller whose loader it was gets the loader's own error instead:
+ * - `ERR_CACHE_LOADER_FAILED` (`Error`): the message is the loader error's message, and `cause` the loader's error
+ *   (the error itself in the loader's thread, an `Error` with its message in another thread).
  *
  * Credentials in a URL never appear in any message.
  */
@@ -63,12 +66,12 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 export interface L1Options {
   /**
    * The most entries the L1 holds; past it the least valuable entries (TinyLFU) are evicted.
-   * Integer from 1 to 2^32. Default `10000`.
+   * Integer from 1 to 4294967296. Default `10000`.
    */
   maxEntries?: number
   /**
    * The most bytes the L1 holds, counted as the UTF-8 length of each key plus its value's JSON text.
-   * Integer from 1024 to 2^53. Default `67108864` (64 MiB).
+   * Integer from 1024 to 9007199254740992. Default `67108864` (64 MiB).
    */
   maxBytes?: number
   /**
@@ -135,7 +138,7 @@ export interface CacheOptions {
   l2Timeout?: number
   /** The longest key, in UTF-8 bytes. Integer from 1 to 65536. Default `255`. */
   maxKeyLength?: number
-  /** The largest value, as the byte length of its JSON text. Integer from 1 to 2^31. Default `10485760` (10 MiB). */
+  /** The largest value, as the byte length of its JSON text. Integer from 1 to 2147483648. Default `10485760` (10 MiB). */
   maxValueBytes?: number
   /**
    * Keep L1 copies coherent across processes: each `set`, `delete`, `invalidatePattern` and `clear` is announced on
@@ -196,10 +199,10 @@ export interface CacheOptions {
 export type TtlArgument = number | { ttl?: number }
 
 /**
- * Counters of a cache, since it was created. Shared by every `Cache` of the process on the same L2, namespace and
- * settings. `hits` and `misses` count the reads that reached the native store. A `getOrSet` that joins a load already
- * in progress in its own thread shares that call and is not counted again; one that waits for a load in another
- * thread or process counts in `lockWaits`. `loaderCalls` against the number of `getOrSet` calls you made is the
+ * Counters of a cache's native store, since it was created: shared by every `Cache` of the process that shares the
+ * store (see {@link Cache}). `hits` and `misses` count the reads that reached the native store. A `getOrSet` that waits for a load
+ * another caller runs, in its own thread, another thread or another process, counts once in `lockWaits` (and not as
+ * a hit or a miss). `loaderCalls` against the number of `getOrSet` calls you made is the
  * measure of what single-flight saved.
  */
 export interface CacheStats {
@@ -236,7 +239,7 @@ export interface CacheStats {
   busUp: boolean
   /** Times the bus connection was re-established after a loss (each drops the whole L1). */
   busReconnects: number
-  /** `getOrSet` calls that waited for another thread or process to load. */
+  /** `getOrSet` calls that waited for a load run by another caller: in their own thread, another one or another process. */
   lockWaits: number
   /** Waits that ran out after `lockTimeout` and ran the loader themselves. */
   lockTimeouts: number
@@ -257,8 +260,9 @@ export interface CacheStats {
  * A two-tier cache: an in-process L1 in front of a shared L2, behind one typed API.
  *
  * Creating a cache never waits for the L2: it connects in the background, and until it answers the cache behaves as
- * when the L2 is down. Every `Cache` of a process on the same L2, namespace and settings shares one native store
- * (one L1, one connection pool, one bus subscription), worker threads included.
+ * when the L2 is down. Every `Cache` of a process with the same options, apart from `ttl`, `maxKeyLength`,
+ * `maxValueBytes`, `immutable` and `onError` (which stay with each `Cache`), shares one native store (one L1, one
+ * connection pool, one bus subscription, one set of counters), worker threads included.
  *
  * @example
  * ```ts
@@ -303,7 +307,8 @@ export declare class Cache {
    * Returns the cached value, or on a miss in both tiers calls `loader` once, stores its result in the L2 and L1 and
    * returns it. Concurrent calls for one missing key share one loader call: within a thread, across the threads of
    * the process, and (with `distributedLock`) across processes on the same L2. A loader that throws or rejects
-   * rejects every waiter with that error and caches nothing. A loader result of `null` is cached (negative caching);
+   * rejects its own call with that error and every call of the process that waited for it with
+   * `ERR_CACHE_LOADER_FAILED` (its `cause` that error), and caches nothing; a waiter in another process loads itself. A loader result of `null` is cached (negative caching);
    * `undefined` is an `ERR_CACHE_INVALID_VALUE` rejection.
    * @throws synchronously: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_LOADER`, `ERR_CACHE_INVALID_TTL`;
    * `Error` `ERR_CACHE_CLOSED`.

@@ -3,16 +3,31 @@
 // The public `Cache`: argument checks that belong to JavaScript types, JSON (de)serialization in V8, the
 // synchronous L1 path and per-thread single-flight of `getOrSet`. Everything else is native (see src/ and crates/).
 
-const { NativeCache } = require('./binding.js')
+const { NativeCache, rules } = require('./binding.js')
 
-function cacheError(ErrorClass, code, message) {
-  const error = new ErrorClass(message)
+/** Every limit, default and error code comes from the core (crates/core/src/rules.rs), written there once. */
+const RULES = rules()
+const CODES = RULES.errorCodes
+const TTL_RULE = RULES.options.find((rule) => rule.name === 'ttl')
+const PER_CALL_OPTIONS = new Set(RULES.perCallOptions)
+
+function cacheError(ErrorClass, code, message, options) {
+  const error = new ErrorClass(message, options)
   error.code = code
   return error
 }
 
 function fromInfo(info) {
   return cacheError(Error, info.code, info.message)
+}
+
+/**
+ * What every caller that waited for another caller's load gets when that load fails, whatever thread ran it: the
+ * loader's message under `ERR_CACHE_LOADER_FAILED`, the loader's error as `cause` (the error itself in this thread,
+ * an `Error` with its message from another).
+ */
+function loaderFailed(message, cause = new Error(message)) {
+  return cacheError(Error, CODES.LoaderFailed, message, { cause })
 }
 
 /** A lone surrogate would reach native code as U+FFFD, and two different strings would become one. */
@@ -24,9 +39,9 @@ function checkWellFormed(text, code, what) {
 
 function checkKey(key) {
   if (typeof key !== 'string') {
-    throw cacheError(TypeError, 'ERR_CACHE_INVALID_KEY', `a key must be a string; got ${typeof key}`)
+    throw cacheError(TypeError, CODES.InvalidKey, `a key must be a string; got ${typeof key}`)
   }
-  checkWellFormed(key, 'ERR_CACHE_INVALID_KEY', 'a key')
+  checkWellFormed(key, CODES.InvalidKey, 'a key')
 }
 
 function serialize(value) {
@@ -34,24 +49,21 @@ function serialize(value) {
   try {
     json = JSON.stringify(value)
   } catch (cause) {
-    throw cacheError(TypeError, 'ERR_CACHE_INVALID_VALUE', `the value cannot be stored as JSON: ${cause.message}`)
+    throw cacheError(TypeError, CODES.InvalidValue, `the value cannot be stored as JSON: ${cause.message}`)
   }
   if (json === undefined) {
-    throw cacheError(TypeError, 'ERR_CACHE_INVALID_VALUE', `the value cannot be stored as JSON: ${typeof value}`)
+    throw cacheError(TypeError, CODES.InvalidValue, `the value cannot be stored as JSON: ${typeof value}`)
   }
   return json
 }
 
-const MAX_TTL_SECONDS = 2_592_000
-const PER_CALL_OPTIONS = new Set(['ttl'])
-
 function invalidTtl(message) {
-  return cacheError(TypeError, 'ERR_CACHE_INVALID_TTL', message)
+  return cacheError(TypeError, CODES.InvalidTtl, message)
 }
 
 /**
  * Checked here, not only natively, because a getOrSet answered from the L1 never reaches native code with its TTL,
- * and a bad TTL must throw whatever the cache holds. Same rule as crates/core/src/ttl.rs. A per-call options object
+ * and a bad TTL must throw whatever the cache holds; the rule is the core's (`RULES`). A per-call options object
  * is a plain object of known options only, so that a typo (`{ ttll: 60 }`) throws instead of silently meaning the
  * default.
  */
@@ -69,9 +81,9 @@ function ttlSeconds(ttl) {
     seconds = ttl.ttl
   }
   if (seconds === undefined) return undefined
-  if (Number.isInteger(seconds) && seconds >= 1 && seconds <= MAX_TTL_SECONDS) return seconds
+  if (Number.isInteger(seconds) && seconds >= TTL_RULE.min && seconds <= TTL_RULE.max) return seconds
   throw invalidTtl(
-    `a TTL must be an integer number of seconds from 1 to ${MAX_TTL_SECONDS}, or { ttl: seconds }; got ${String(seconds)}`,
+    `a TTL must be an integer number of seconds from ${TTL_RULE.min} to ${TTL_RULE.max}, or { ttl: seconds }; got ${String(seconds)}`,
   )
 }
 
@@ -81,7 +93,7 @@ function ttlSeconds(ttl) {
  */
 function checkFiniteNumbers(value, path) {
   if (typeof value === 'number' && !Number.isFinite(value)) {
-    throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', `option \`${path}\` must be a finite number`)
+    throw cacheError(TypeError, CODES.InvalidOption, `option \`${path}\` must be a finite number`)
   }
   if (value !== null && typeof value === 'object') {
     for (const [name, inner] of Object.entries(value)) checkFiniteNumbers(inner, path ? `${path}.${name}` : name)
@@ -177,19 +189,19 @@ class Cache {
 
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
-      throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'options must be an object')
+      throw cacheError(TypeError, CODES.InvalidOption, 'options must be an object')
     }
     const { onError, immutable, ...rest } = options
     if (onError !== undefined && typeof onError !== 'function') {
-      throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'option `onError` must be a function')
+      throw cacheError(TypeError, CODES.InvalidOption, 'option `onError` must be a function')
     }
     if (immutable !== undefined && typeof immutable !== 'boolean') {
-      throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', 'option `immutable` must be a boolean')
+      throw cacheError(TypeError, CODES.InvalidOption, 'option `immutable` must be a boolean')
     }
     checkFiniteNumbers(rest, '')
     for (const [name, value] of Object.entries(rest)) {
       if (typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint') {
-        throw cacheError(TypeError, 'ERR_CACHE_INVALID_OPTION', `option \`${name}\` has an invalid type`)
+        throw cacheError(TypeError, CODES.InvalidOption, `option \`${name}\` has an invalid type`)
       }
       if (value === undefined) delete rest[name]
     }
@@ -242,7 +254,7 @@ class Cache {
   getOrSet(key, loader, ttl) {
     checkKey(key)
     if (typeof loader !== 'function') {
-      throw cacheError(TypeError, 'ERR_CACHE_INVALID_LOADER', `a loader must be a function; got ${typeof loader}`)
+      throw cacheError(TypeError, CODES.InvalidLoader, `a loader must be a function; got ${typeof loader}`)
     }
     const seconds = ttlSeconds(ttl)
     const hit = this.#l1Value(key)
@@ -270,6 +282,7 @@ class Cache {
    * process would (`lockTimeout`), then loads itself: a loader that never settles holds up no one for longer.
    */
   #follow(load, key, loader, seconds) {
+    this.#native.countLockWait()
     let timer
     const waited = load.started.then(
       () =>
@@ -285,7 +298,7 @@ class Cache {
       },
       (error) => {
         clearTimeout(timer)
-        throw error
+        throw error?.code === CODES.LoaderFailed ? error : loaderFailed(errorMessage(error), error)
       },
     )
   }
@@ -294,7 +307,7 @@ class Cache {
     const started = await this.#native.beginLoad(key, waitForOthers)
     this.#absorbed(started.error)
     if (started.json != null) return started.json
-    if (started.failure) throw fromInfo(started.failure)
+    if (started.failure) throw loaderFailed(started.failure.message)
     let json
     try {
       loaderStarted?.()
@@ -337,9 +350,9 @@ class Cache {
 
   invalidatePattern(pattern) {
     if (typeof pattern !== 'string') {
-      throw cacheError(TypeError, 'ERR_CACHE_INVALID_PATTERN', `a pattern must be a string; got ${typeof pattern}`)
+      throw cacheError(TypeError, CODES.InvalidPattern, `a pattern must be a string; got ${typeof pattern}`)
     }
-    checkWellFormed(pattern, 'ERR_CACHE_INVALID_PATTERN', 'a pattern')
+    checkWellFormed(pattern, CODES.InvalidPattern, 'a pattern')
     const removal = this.#native.invalidatePattern(pattern)
     this.#forgetLoads()
     return removal.then((removed) => {

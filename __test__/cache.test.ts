@@ -6,7 +6,7 @@ import path from 'node:path'
 import pg from 'pg'
 
 import { BACKENDS, Cache, POSTGRES_URL, ThrowawayRedis, cacheFor, eventually, freePort, runNode, sleep, uniqueNamespace } from './helpers.js'
-import type { CacheError } from '../index.js'
+import type { CacheError, CacheErrorCode } from '../index.js'
 
 const tenant = { id: 't_1', slug: 'acme', name: 'Acme Inc.', active: true, settings: { theme: 'dark', locale: 'en-US' } }
 
@@ -114,10 +114,17 @@ for (const backend of BACKENDS) {
     }
     const results = await Promise.allSettled(Array.from({ length: 10 }, () => cache.getOrSet('k', loader)))
     t.is(calls, 1)
-    for (const result of results) {
+    const [leader, ...waiters] = results.map((result) => {
       t.is(result.status, 'rejected')
-      t.is((result as PromiseRejectedResult).reason, boom)
+      return (result as PromiseRejectedResult).reason as CacheError
+    })
+    t.is<Error, Error>(leader, boom, 'the caller whose loader failed gets its own error')
+    for (const waiter of waiters) {
+      t.is(waiter.code, 'ERR_CACHE_LOADER_FAILED')
+      t.is(waiter.message, 'database is down')
+      t.is(waiter.cause, boom)
     }
+    t.is((await cache.stats()).lockWaits, 9, 'every waiter is counted')
     t.is(await cache.get('k'), undefined)
     t.is(await cache.getOrSet('k', () => 'recovered'), 'recovered')
     await t.throwsAsync(cache.getOrSet('sync-throw', () => {
@@ -178,7 +185,7 @@ for (const backend of BACKENDS) {
     const cache = cacheFor(backend, { maxKeyLength: 8, maxValueBytes: 64 })
     const circular: Record<string, unknown> = {}
     circular.self = circular
-    const cases: [string, () => unknown, string, ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor][] = [
+    const cases: [string, () => unknown, CacheErrorCode, ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor][] = [
       ['empty key', () => cache.get(''), 'ERR_CACHE_INVALID_KEY', TypeError],
       ['long key', () => cache.get('123456789'), 'ERR_CACHE_INVALID_KEY', TypeError],
       ['multi-byte key over the byte limit', () => cache.get('éééé€'), 'ERR_CACHE_INVALID_KEY', TypeError],
@@ -306,6 +313,21 @@ test('options: every invalid option is a TypeError naming it', (t) => {
   }
   t.is(new Cache().backend, 'memory')
   t.is(new Cache({ url: POSTGRES_URL }).backend, 'postgres')
+})
+
+test('caches that differ only in ttl, maxKeyLength or maxValueBytes share one L1 and each keep their own limits', async (t) => {
+  const namespace = uniqueNamespace('handles')
+  const short = new Cache({ namespace, ttl: 60, maxKeyLength: 8 })
+  const long = new Cache({ namespace, ttl: 120, maxValueBytes: 16 })
+  t.teardown(() => Promise.all([short.close(), long.close()]))
+  await short.set('k', { from: 'short' })
+  t.deepEqual(await long.get('k'), { from: 'short' }, 'one store: a write of one is read by the other')
+  await long.delete('k')
+  t.is(await short.get('k'), undefined, 'and a removal by one is seen by the other')
+  t.is(codeOf(() => short.set('123456789', 1)), 'ERR_CACHE_INVALID_KEY', 'maxKeyLength stays with its handle')
+  t.is(codeOf(() => long.set('k', 'x'.repeat(20))), 'ERR_CACHE_VALUE_TOO_LARGE', 'maxValueBytes stays with its handle')
+  await long.set('123456789', 1)
+  t.is(await long.get('123456789'), 1, 'the other handle takes a key of 9 bytes')
 })
 
 test('CACHE_URL selects the L2 when url is absent', async (t) => {

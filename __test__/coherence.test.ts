@@ -1,24 +1,27 @@
-// Issue 3, end to end: several real processes (and threads) on one real L2 behave as one cache.
+// End to end: several real processes (and threads) on one real L2 behave as one cache.
 // Every test runs serially: they measure delays, and two of them cut connections.
 import test, { type ExecutionContext } from 'ava'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { createRequire } from 'node:module'
-import net from 'node:net'
-import readline from 'node:readline'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
-import { Worker } from 'node:worker_threads'
-import pg from 'pg'
-import { Redis } from 'ioredis'
 
-const require = createRequire(import.meta.url)
-const { Cache } = require('../index.js') as typeof import('../index.js')
+import {
+  type L2,
+  L2S,
+  POSTGRES_URL,
+  Peer,
+  REDIS_URL,
+  ThrowawayRedis,
+  freePort,
+  openCache,
+  percentile,
+  sleep,
+  startThread,
+  uniqueNamespace,
+  urlOf,
+  waitFor,
+  withPg,
+  withRedis,
+} from './helpers.js'
+import type { Cache as CacheClass, CacheStats } from '../index.js'
 
-const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
-const PEER = fileURLToPath(new URL('./fixtures/peer.mjs', import.meta.url))
-const THREAD = new URL('./fixtures/thread.mjs', import.meta.url)
 const LOADS_TABLE = 'coherence_loads'
 const ABSENT = '<absent>'
 /**
@@ -28,27 +31,12 @@ const ABSENT = '<absent>'
  */
 const BUS_BOUND_MS = 2_000
 
-type Backend = 'postgres' | 'redis'
-const BACKENDS: Backend[] = ['postgres', 'redis']
-const urlOf = (backend: Backend) => (backend === 'postgres' ? POSTGRES_URL : REDIS_URL)
-
-const uniqueNamespace = (tag: string) => `coh-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`
 const state = (value: unknown) => (value === undefined ? ABSENT : JSON.stringify(value))
 const ms = (ns: bigint) => Number(ns) / 1e6
 
-async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const result = await check()
-    if (result !== undefined && result !== false) return result
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
 // An unreachable server must fail the test that needs it, never skip it.
 const ready = new Map<string, Promise<void>>()
-function serverReady(backend: Backend, url = urlOf(backend)): Promise<void> {
+function serverReady(backend: L2, url = urlOf(backend)): Promise<void> {
   const key = `${backend} ${url}`
   if (!ready.has(key)) {
     ready.set(
@@ -63,29 +51,8 @@ function serverReady(backend: Backend, url = urlOf(backend)): Promise<void> {
   return ready.get(key)!
 }
 
-async function withPg<T>(url: string, f: (db: pg.Client) => Promise<T>): Promise<T> {
-  const db = new pg.Client({ connectionString: url })
-  await db.connect()
-  try {
-    return await f(db)
-  } finally {
-    await db.end()
-  }
-}
-
-async function withRedis<T>(url: string, f: (r: Redis) => Promise<T>): Promise<T> {
-  // No retries: a server that is down must fail the call, not stall it.
-  const r = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true })
-  try {
-    await r.connect()
-    return await f(r)
-  } finally {
-    r.disconnect()
-  }
-}
-
 /** Where a loader records each of its runs, outside every process that runs it. */
-function loadCounter(backend: Backend, url: string, namespace: string, key: string) {
+function loadCounter(backend: L2, url: string, namespace: string, key: string) {
   const redisKey = `coherence-loads:${namespace}:${key}`
   return {
     spec: backend === 'postgres' ? { kind: 'pg', url, table: LOADS_TABLE } : { kind: 'redis', url, key: redisKey },
@@ -102,77 +69,6 @@ function loadCounter(backend: Backend, url: string, namespace: string, key: stri
   }
 }
 
-type Stats = Awaited<ReturnType<InstanceType<typeof Cache>['stats']>>
-
-/** A cache in a child process (fixtures/peer.mjs), driven over JSON lines. */
-class Peer {
-  readonly child: ChildProcess
-  readonly pid: number
-  #next = 0
-  #pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>()
-  #events: any[] = []
-  #stderr = ''
-  #exited: Promise<void>
-
-  private constructor(t: ExecutionContext) {
-    this.child = spawn(process.execPath, [PEER], { stdio: ['pipe', 'pipe', 'pipe'] })
-    this.pid = this.child.pid!
-    // Whatever happens to the test, the child does not outlive it.
-    t.teardown(() => {
-      this.child.stdin!.end()
-      if (this.child.exitCode === null && this.child.signalCode === null) process.kill(this.pid, 'SIGKILL')
-    })
-    this.child.stderr!.on('data', (chunk) => (this.#stderr += chunk))
-    this.#exited = new Promise((resolve) => this.child.once('exit', () => resolve()))
-    this.#exited.then(() => {
-      for (const { reject } of this.#pending.values()) reject(new Error(`peer ${this.pid} exited: ${this.#stderr}`))
-      this.#pending.clear()
-    })
-    readline.createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      const message = JSON.parse(line)
-      if (message.event) {
-        this.#events.push(message)
-        return
-      }
-      const pending = this.#pending.get(message.id)
-      this.#pending.delete(message.id)
-      if (message.ok) pending?.resolve(message.result)
-      else pending?.reject(new Error(`peer ${this.pid}: ${message.error}`))
-    })
-  }
-
-  static async start(t: ExecutionContext, options: object): Promise<Peer> {
-    const peer = new Peer(t)
-    await peer.request('open', { options })
-    return peer
-  }
-
-  request<T = any>(cmd: string, args: object = {}, timeoutMs = 20_000): Promise<T> {
-    const id = this.#next++
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`peer ${this.pid}: ${cmd} took over ${timeoutMs} ms`)), timeoutMs)
-      this.#pending.set(id, {
-        resolve: (v) => (clearTimeout(timer), resolve(v)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
-      })
-      this.child.stdin!.write(`${JSON.stringify({ id, cmd, ...args })}\n`)
-    })
-  }
-
-  stats(): Promise<Stats> {
-    return this.request('stats')
-  }
-
-  event(predicate: (e: any) => boolean, timeoutMs: number): Promise<any> {
-    return waitFor('a peer event', timeoutMs, async () => this.#events.find(predicate))
-  }
-
-  kill(): Promise<void> {
-    process.kill(this.pid, 'SIGKILL')
-    return this.#exited
-  }
-}
-
 /**
  * Tracks how many bus messages each observer must have applied: every operation of the writer publishes exactly one
  * message, so an observer primed before its message arrived would have its fresh L1 copy dropped afterwards, and the
@@ -181,7 +77,7 @@ class Peer {
 class BusLedger {
   #published = 0
   #received = new Map<Peer, number>()
-  constructor(private writer: InstanceType<typeof Cache>) {}
+  constructor(private writer: CacheClass) {}
 
   async baseline(observers: Peer[]) {
     this.#published = (await this.writer.stats()).busPublished
@@ -194,7 +90,7 @@ class BusLedger {
 }
 
 /** Writes until every observer has applied one bus message, so their subscriptions are known to be live. */
-async function busesUp(writer: InstanceType<typeof Cache>, observers: Peer[]) {
+async function busesUp(writer: CacheClass, observers: Peer[]) {
   const before = await Promise.all(observers.map((o) => o.stats()))
   await waitFor('the observers’ buses to deliver', 10_000, async () => {
     await writer.set('bus-warmup', Date.now())
@@ -233,36 +129,11 @@ async function measure(
   })
 }
 
-function percentile(sorted: number[], p: number) {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
-}
-
-/** A private Redis server, so cutting its pub/sub clients disturbs nobody else. */
-async function throwAwayRedis(t: ExecutionContext): Promise<string> {
-  const port = await new Promise<number>((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-    server.on('error', reject)
-  })
-  const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  })
-  t.teardown(() => {
-    if (server.exitCode === null && server.signalCode === null) process.kill(server.pid!, 'SIGKILL')
-  })
-  const url = `redis://127.0.0.1:${port}`
-  await waitFor('the throw-away redis-server', 5000, () => withRedis(url, (r) => r.call('PING')).catch(() => false))
-  return url
-}
-
-for (const backend of BACKENDS) {
+for (const backend of L2S) {
   test.serial(`${backend}: changes by one process reach the L1 of two others through the bus`, async (t) => {
     await serverReady(backend)
-    const options = { url: urlOf(backend), namespace: uniqueNamespace('bus'), ttl: 300 }
-    const writer = new Cache(options)
-    t.teardown(() => writer.close())
+    const options = { url: urlOf(backend), namespace: uniqueNamespace('coh-bus'), ttl: 300 }
+    const writer = openCache(t, options)
     const observers = await Promise.all([Peer.start(t, options), Peer.start(t, options)])
     await busesUp(writer, observers)
     const ledger = new BusLedger(writer)
@@ -311,7 +182,7 @@ for (const backend of BACKENDS) {
 
   test.serial(`${backend}: 4 processes x 50 concurrent getOrSet on a cold key run the loader once`, async (t) => {
     await serverReady(backend)
-    const options = { url: urlOf(backend), namespace: uniqueNamespace('flight'), lockTimeout: 5 }
+    const options = { url: urlOf(backend), namespace: uniqueNamespace('coh-flight'), lockTimeout: 5 }
     const key = 'cold'
     const counter = loadCounter(backend, urlOf(backend), options.namespace, key)
     const peers = await Promise.all(Array.from({ length: 4 }, () => Peer.start(t, options)))
@@ -320,7 +191,7 @@ for (const backend of BACKENDS) {
     )
 
     const values = results.flatMap((r) => r.values)
-    const stats: Stats[] = results.map((r) => r.stats)
+    const stats: CacheStats[] = results.map((r) => r.stats)
     const loads = await counter.count()
     const byValue = new Map<string, number>()
     for (const v of values) byValue.set(`${v.by} ${v.at}`, (byValue.get(`${v.by} ${v.at}`) ?? 0) + 1)
@@ -342,10 +213,16 @@ for (const backend of BACKENDS) {
 
   test.serial(`${backend}: a bus connection killed by the server drops the L1, reconnects and stays coherent`, async (t) => {
     await serverReady(backend)
-    const url = backend === 'redis' ? await throwAwayRedis(t) : POSTGRES_URL
-    const options = { url, namespace: uniqueNamespace('loss'), ttl: 300 }
-    const writer = new Cache(options)
-    t.teardown(() => writer.close())
+    let url = POSTGRES_URL
+    if (backend === 'redis') {
+      // A private Redis server, so cutting its pub/sub clients disturbs nobody else.
+      const redis = new ThrowawayRedis(await freePort())
+      t.teardown(() => redis.stop())
+      await redis.start()
+      url = redis.url
+    }
+    const options = { url, namespace: uniqueNamespace('coh-loss'), ttl: 300 }
+    const writer = openCache(t, options)
     const observer = await Peer.start(t, options)
     await busesUp(writer, [observer])
     const ledger = new BusLedger(writer)
@@ -357,7 +234,8 @@ for (const backend of BACKENDS) {
     const before = await observer.stats()
 
     if (backend === 'redis') {
-      const killed: number = await withRedis(url, (r) => r.call('CLIENT', 'KILL', 'TYPE', 'pubsub'))
+      // CLIENT KILL with a filter answers with how many clients it closed; ioredis types every reply of call() unknown.
+      const killed = (await withRedis(url, (r) => r.call('CLIENT', 'KILL', 'TYPE', 'pubsub'))) as number
       t.true(killed >= 1, 'the bus had a pub/sub connection to kill')
     } else {
       const { rows } = await withPg(url, (db) =>
@@ -393,7 +271,7 @@ for (const backend of BACKENDS) {
 
   test.serial(`${backend}: a lock holder killed mid-loader does not block the others past lockTimeout`, async (t) => {
     await serverReady(backend)
-    const options = { url: urlOf(backend), namespace: uniqueNamespace('crash'), lockTimeout: 1 }
+    const options = { url: urlOf(backend), namespace: uniqueNamespace('coh-crash'), lockTimeout: 1 }
     const key = 'hot'
     const counter = loadCounter(backend, urlOf(backend), options.namespace, key)
     const [victim, ...survivors] = await Promise.all(Array.from({ length: 3 }, () => Peer.start(t, options)))
@@ -411,10 +289,10 @@ for (const backend of BACKENDS) {
     for (const [i, r] of results.entries()) {
       t.is(r.values.length, 20)
       t.true(
-        r.values.every((v: any) => survivorPids.has(v.by)),
+        r.values.every((v) => v.by !== undefined && survivorPids.has(v.by)),
         `every waiter of ${survivors[i].pid} got a survivor's value: ${JSON.stringify(r.values[0])}`,
       )
-      t.is(new Set(r.values.map((v: any) => `${v.by} ${v.at}`)).size, 1)
+      t.is(new Set(r.values.map((v) => `${v.by} ${v.at}`)).size, 1)
       t.true(r.stats.lockWaits >= 1, 'it waited for the victim first')
     }
     const loads = await counter.count()
@@ -422,7 +300,7 @@ for (const backend of BACKENDS) {
     const starts = await Promise.all(
       survivors.map((p) => p.event((e) => e.event === 'loader-started', 1).catch(() => undefined)),
     )
-    const survivorStarts = starts.filter(Boolean).map((e) => BigInt(e.at))
+    const survivorStarts = starts.filter((e) => e !== undefined).map((e) => BigInt(e.at))
     t.is(survivorStarts.length, loads - 1)
     const sinceVictim = survivorStarts.map((at) => ms(at - victimStart))
     t.log(
@@ -435,25 +313,12 @@ for (const backend of BACKENDS) {
   })
 }
 
-for (const backend of ['memory', ...BACKENDS] as const) {
+for (const backend of ['memory', ...L2S] as const) {
   test.serial(`${backend}: worker threads of one process share the L1`, async (t) => {
     if (backend !== 'memory') await serverReady(backend)
-    const namespace = uniqueNamespace('threads')
+    const namespace = uniqueNamespace('coh-threads')
     const options = backend === 'memory' ? { namespace } : { url: urlOf(backend), namespace }
-    const workers = [0, 1].map(() => {
-      const worker = new Worker(THREAD, { workerData: { options } })
-      t.teardown(() => worker.terminate())
-      let next = 0
-      const pending = new Map<number, (m: any) => void>()
-      worker.on('message', (m) => pending.get(m.id)?.(m))
-      return (method: string, ...args: unknown[]) =>
-        new Promise<any>((resolve, reject) => {
-          const id = next++
-          pending.set(id, (m) => (m.ok ? resolve(m.value) : reject(new Error(m.error))))
-          worker.postMessage({ id, method, args })
-        })
-    })
-    const [one, two] = workers
+    const [one, two] = [0, 1].map(() => startThread(t, options).call)
     t.is(await one('backend'), backend)
     if (backend !== 'memory') {
       // The store drops its L1 when its bus first subscribes (what came before may have missed messages), so the

@@ -3,14 +3,12 @@
 import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { Redis, type RedisOptions } from 'ioredis'
 
-import { FaultProxy } from './fault-proxy.js'
+import type { FaultProxy } from './fault-proxy.js'
+import { type L2, POSTGRES_URL, REDIS_URL, eventually, proxyFor, settlesWithin, sleep } from './helpers.js'
 
-const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 // Long enough that a forwarded round trip to a local server would have answered many times over.
 const HANG_MS = 500
 const DELAY_MS = 150
@@ -22,8 +20,7 @@ const NO_RETRIES: RedisOptions = {
   enableOfflineQueue: false,
 }
 
-type Backend = 'redis' | 'postgres'
-const BACKENDS: Backend[] = ['redis', 'postgres']
+const BACKENDS: L2[] = ['redis', 'postgres']
 
 /** One client of either server, reduced to what the mode tests need. */
 interface Probe {
@@ -33,13 +30,6 @@ interface Probe {
 }
 
 const channelName = () => `fp_${randomBytes(6).toString('hex')}`
-
-async function proxyFor(t: ExecutionContext, backend: Backend): Promise<FaultProxy> {
-  const { hostname, port } = new URL(backend === 'redis' ? REDIS_URL : POSTGRES_URL)
-  const proxy = await FaultProxy.start({ host: hostname, port: Number(port) })
-  t.teardown(() => proxy.close())
-  return proxy
-}
 
 function redisVia(t: ExecutionContext, proxy: FaultProxy): Redis {
   const client = new Redis(proxy.url(REDIS_URL), NO_RETRIES)
@@ -66,7 +56,7 @@ async function endPg(client: pg.Client): Promise<void> {
   clearTimeout(timer)
 }
 
-async function connectedProbe(t: ExecutionContext, backend: Backend, proxy: FaultProxy): Promise<Probe> {
+async function connectedProbe(t: ExecutionContext, backend: L2, proxy: FaultProxy): Promise<Probe> {
   if (backend === 'redis') {
     const client = redisVia(t, proxy)
     const closed = new Promise<void>((resolve) => client.once('close', () => resolve()))
@@ -79,16 +69,7 @@ async function connectedProbe(t: ExecutionContext, backend: Backend, proxy: Faul
   return { roundTrip: () => client.query('SELECT 1'), closed }
 }
 
-/** Whether `promise` settled within `ms`. One that did not is left to fail when its client is torn down. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  const settled = promise.then(
-    () => true,
-    () => true,
-  )
-  return Promise.race([settled, sleep(ms).then(() => false)])
-}
-
-async function connectionError(t: ExecutionContext, backend: Backend, proxy: FaultProxy): Promise<string> {
+async function connectionError(t: ExecutionContext, backend: L2, proxy: FaultProxy): Promise<string> {
   const client = backend === 'redis' ? redisVia(t, proxy) : pgVia(t, proxy)
   // ioredis rejects connect() with a plain 'Connection is closed.'; the socket's error came as an event before it.
   let code: string | undefined
@@ -199,7 +180,7 @@ test.serial('redis: a bus-scoped blackhole holds the subscriber while commands s
   t.is(proxy.connections(), 2)
   // Proves the silence below means something.
   await plain.publish(channel, 'before')
-  t.true(await waitFor(() => messages.length === 1))
+  t.true(await eventually(() => messages.length === 1, 2000, 10))
 
   proxy.set('blackhole', { scope: 'bus' })
   t.is(await plain.publish(channel, 'during'), 1, 'Redis still counts the subscriber: a partition, not a hang-up')
@@ -248,7 +229,7 @@ test.serial('redis: a SUBSCRIBE split across two TCP chunks still marks a bus co
   t.is(proxy.connections(), 1)
   t.is(proxy.connections('bus'), 0)
   socket.write(`RIBE\r\n$${channel.length}\r\n${channel}\r\n`)
-  t.true(await waitFor(() => answer.includes(channel)), 'Redis did not confirm the subscription')
+  t.true(await eventually(() => answer.includes(channel), 2000, 10), 'Redis did not confirm the subscription')
   t.is(proxy.connections('bus'), 1)
 })
 
@@ -267,7 +248,7 @@ test.serial('postgres: a bus-scoped blackhole holds the LISTEN connection while 
   t.is(proxy.connections(), 2)
   // Proves the silence below means something.
   await plain.query(`NOTIFY ${channel}, 'before'`)
-  t.true(await waitFor(() => notifications.length === 1))
+  t.true(await eventually(() => notifications.length === 1, 2000, 10))
 
   proxy.set('blackhole', { scope: 'bus' })
   await plain.query(`NOTIFY ${channel}, 'during'`)
@@ -283,10 +264,3 @@ test.serial('postgres: a bus-scoped blackhole holds the LISTEN connection while 
   t.is(proxy.connections('bus'), 2)
   t.deepEqual((await plain.query('SELECT 1 AS one')).rows, [{ one: 1 }])
 })
-
-/** Polls `check` until it holds or `ms` pass; returns whether it held. */
-async function waitFor(check: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = performance.now() + ms
-  while (!check() && performance.now() < deadline) await sleep(10)
-  return check()
-}

@@ -1,40 +1,25 @@
 // Coherence under faults: a fault-injecting proxy between the cache and the real Redis and Postgres, racing calls,
 // and hung or vanished loaders. Two caches of one process on different URLs (one through the proxy, one direct) have
 // separate stores and buses, so they behave as two instances. Serial: they cut connections and measure waits.
-import test, { type ExecutionContext } from 'ava'
-import { Worker } from 'node:worker_threads'
+import test from 'ava'
 import pg from 'pg'
 
-import { FaultProxy } from './fault-proxy.js'
-import { Cache, POSTGRES_URL, REDIS_URL, eventually, runNode, sleep, uniqueNamespace } from './helpers.js'
-import type { Cache as CacheClass, CacheOptions } from '../index.js'
-
-type L2 = 'postgres' | 'redis'
-const L2S: L2[] = ['postgres', 'redis']
-const urlOf = (backend: L2) => (backend === 'postgres' ? POSTGRES_URL : REDIS_URL)
-const THREAD = new URL('./fixtures/thread.mjs', import.meta.url)
-
-function open(t: ExecutionContext, options: CacheOptions): CacheClass {
-  const cache = new Cache(options)
-  t.teardown(() => cache.close())
-  return cache
-}
-
-async function proxyFor(t: ExecutionContext, backend: L2): Promise<FaultProxy> {
-  const { hostname, port } = new URL(urlOf(backend))
-  const proxy = await FaultProxy.start({ host: hostname, port: Number(port) })
-  t.teardown(() => proxy.close())
-  return proxy
-}
-
-/**
- * The URL of `backend` through `proxy`. Postgres without TLS: sqlx would otherwise negotiate it with a server that
- * offers it, and the proxy could not tell the bus connection from the others.
- */
-function proxied(proxy: FaultProxy, backend: L2): string {
-  const url = proxy.url(urlOf(backend))
-  return backend === 'postgres' ? `${url}${url.includes('?') ? '&' : '?'}sslmode=disable` : url
-}
+import {
+  Cache,
+  L2S,
+  POSTGRES_URL,
+  eventually,
+  openCache,
+  proxied,
+  proxyFor,
+  runNode,
+  sleep,
+  startThread,
+  timed,
+  uniqueNamespace,
+  urlOf,
+} from './helpers.js'
+import type { Cache as CacheClass, CacheError, CacheErrorCode, TtlArgument } from '../index.js'
 
 /** Waits until a write of `writer` reaches the L1 of `reader` through the bus. */
 async function busDelivers(reader: CacheClass, writer: CacheClass, timeoutMs = 10_000): Promise<boolean> {
@@ -46,20 +31,14 @@ async function busDelivers(reader: CacheClass, writer: CacheClass, timeoutMs = 1
   }, timeoutMs)
 }
 
-async function timed<T>(call: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = performance.now()
-  const value = await call()
-  return { value, ms: performance.now() - started }
-}
-
 for (const backend of L2S) {
   test.serial(`${backend}: a half-open bus is noticed, the L1 dropped, and a hung re-subscription retried`, async (t) => {
     const proxy = await proxyFor(t, backend)
     const namespace = uniqueNamespace('halfopen')
-    const errors: Array<{ code: string; message: string }> = []
+    const errors: CacheError[] = []
     const options = { namespace, ttl: 120, busDownL1Ttl: 2 }
-    const a = open(t, { ...options, url: proxied(proxy, backend), onError: (e) => errors.push(e as any) })
-    const b = open(t, { ...options, url: urlOf(backend) })
+    const a = openCache(t, { ...options, url: proxied(proxy, backend), onError: (e) => errors.push(e) })
+    const b = openCache(t, { ...options, url: urlOf(backend) })
     t.true(await busDelivers(a, b), 'the bus works before the cut')
     t.true(await eventually(async () => (await a.stats()).busUp, 10_000), 'and is proven by its probe')
 
@@ -101,10 +80,10 @@ for (const backend of ['memory', ...L2S] as const) {
   for (const change of ['delete', 'set'] as const) {
     test.serial(`${backend}: a load that started before a ${change} never stores over it (30 rounds)`, async (t) => {
       const namespace = uniqueNamespace('fence')
-      const a = open(t, { url, namespace, ttl: 60 })
+      const a = openCache(t, { url, namespace, ttl: 60 })
       // Another store of the same namespace: another instance (memory only: the same one).
-      const b = backend === 'memory' ? a : open(t, { url, namespace, ttl: 60, lockTimeout: 4.5 })
-      const direct = backend === 'memory' ? a : open(t, { url, namespace, l1: false })
+      const b = backend === 'memory' ? a : openCache(t, { url, namespace, ttl: 60, lockTimeout: 4.5 })
+      const direct = backend === 'memory' ? a : openCache(t, { url, namespace, l1: false })
       const expected = change === 'delete' ? undefined : 'new'
       for (let round = 0; round < 30; round++) {
         const key = `k${round}`
@@ -134,8 +113,8 @@ for (const backend of ['memory', ...L2S] as const) {
 for (const backend of L2S) {
   test.serial(`${backend}: set racing delete in one instance leaves the L1 agreeing with the L2 (150 rounds)`, async (t) => {
     const namespace = uniqueNamespace('race')
-    const a = open(t, { url: urlOf(backend), namespace })
-    const direct = open(t, { url: urlOf(backend), namespace, l1: false })
+    const a = openCache(t, { url: urlOf(backend), namespace })
+    const direct = openCache(t, { url: urlOf(backend), namespace, l1: false })
     let removed = 0
     for (let round = 0; round < 150; round++) {
       const key = `k${round % 10}`
@@ -153,7 +132,7 @@ for (const backend of ['memory', ...L2S] as const) {
   const url = backend === 'memory' ? undefined : urlOf(backend)
   test.serial(`${backend}: a loader that never settles holds up its own thread for lockTimeout, no more`, async (t) => {
     const namespace = uniqueNamespace('hung')
-    const a = open(t, { url, namespace, lockTimeout: 0.5 })
+    const a = openCache(t, { url, namespace, lockTimeout: 0.5 })
     void a.getOrSet('k', () => new Promise(() => {}))
     await sleep(100)
     const second = await timed(() => a.getOrSet('k', async () => 'second'))
@@ -163,7 +142,7 @@ for (const backend of ['memory', ...L2S] as const) {
     if (backend === 'memory') return
     // The hung load's L2 lock is let go after lockTimeout: another instance does not wait on it at every miss.
     await sleep(1_000)
-    const other = open(t, { url, namespace, lockTimeout: 2 })
+    const other = openCache(t, { url, namespace, lockTimeout: 2 })
     t.is(await other.getOrSet('k2', async () => 'x'), 'x')
     const waitsBefore = (await other.stats()).lockWaits
     await other.delete('k')
@@ -177,19 +156,11 @@ for (const backend of ['memory', ...L2S] as const) {
   test.serial(`${backend}: when the thread leading a load is terminated, its waiters take over`, async (t) => {
     const namespace = uniqueNamespace('worker')
     const options = { url, namespace, lockTimeout: 30 }
-    const worker = new Worker(THREAD, { workerData: { options } })
-    t.teardown(() => worker.terminate())
-    const ask = (method: string, args: unknown[]) =>
-      new Promise<any>((resolve) => {
-        const id = Math.random()
-        const onMessage = (m: any) => m.id === id && (worker.off('message', onMessage), resolve(m))
-        worker.on('message', onMessage)
-        worker.postMessage({ id, method, args })
-      })
-    await ask('backend', [])
+    const { worker, call } = startThread(t, options)
+    await call('backend')
     // The worker leads a load that never ends (its loader is a never-settling Promise made in the worker).
     worker.postMessage({ id: -1, method: 'getOrSet', args: ['k', { hang: true }] })
-    const main = open(t, options)
+    const main = openCache(t, options)
     await sleep(200)
     const following = main.getOrSet('k', async () => 'taken over')
     await sleep(200)
@@ -200,11 +171,39 @@ for (const backend of ['memory', ...L2S] as const) {
   })
 }
 
+for (const backend of ['memory', ...L2S] as const) {
+  const url = backend === 'memory' ? undefined : urlOf(backend)
+  test.serial(`${backend}: a failed load reaches its waiters alike, in its own thread and in another`, async (t) => {
+    const namespace = uniqueNamespace('fail')
+    const options = { url, namespace, lockTimeout: 30 }
+    const { call } = startThread(t, options)
+    await call('backend')
+    const main = openCache(t, options)
+    const before = (await main.stats()).lockWaits
+    // The worker leads; one of its own callers and two of this thread's wait for it.
+    const leading = call('getOrSet', 'k', { fail: 'the database is down', afterMs: 300 })
+    await sleep(100)
+    const sameThread = call('getOrSet', 'k', { fail: 'never runs', afterMs: 0 })
+    const otherThread = [main.getOrSet('k', async () => 'never runs'), main.getOrSet('k', async () => 'never runs')]
+    const leader = await t.throwsAsync<Error & { code?: string }>(leading)
+    t.regex(leader?.message ?? '', /the database is down/)
+    t.is(leader?.code, undefined, 'the leader gets its own error')
+    for (const waiting of [sameThread, ...otherThread]) {
+      const error = await t.throwsAsync<CacheError>(waiting)
+      t.is(error?.code, 'ERR_CACHE_LOADER_FAILED')
+      t.regex(error?.message ?? '', /the database is down/)
+      t.is((error?.cause as Error | undefined)?.message, 'the database is down')
+    }
+    const stats = await main.stats()
+    t.is(stats.lockWaits - before, 3, 'the waiter of the worker and the two of this thread, counted alike')
+  })
+}
+
 for (const backend of L2S) {
   test.serial(`${backend}: a getOrSet started before close() stores nothing after it`, async (t) => {
     const namespace = uniqueNamespace('close')
     const a = new Cache({ url: urlOf(backend), namespace })
-    const direct = open(t, { url: urlOf(backend), namespace, l1: false })
+    const direct = openCache(t, { url: urlOf(backend), namespace, l1: false })
     let release!: () => void
     const gate = new Promise<void>((resolve) => (release = resolve))
     const loading = a.getOrSet('k', async () => (await gate, 'loaded'))
@@ -218,7 +217,7 @@ for (const backend of L2S) {
 
   test.serial(`${backend}: with the L2 black-holed, no call waits longer than l2Timeout`, async (t) => {
     const proxy = await proxyFor(t, backend)
-    const a = open(t, { url: proxied(proxy, backend), namespace: uniqueNamespace('hole'), l2Timeout: 1, onError: () => {} })
+    const a = openCache(t, { url: proxied(proxy, backend), namespace: uniqueNamespace('hole'), l2Timeout: 1, onError: () => {} })
     await a.set('warm', 1)
     proxy.set('blackhole')
     const calls: Array<[string, () => Promise<unknown>]> = [
@@ -244,7 +243,7 @@ for (const backend of L2S) {
 test.serial('postgres: invalidatePattern, clear and table creation work with standard_conforming_strings off', async (t) => {
   const table = `scs_${uniqueNamespace('t').replace(/[^a-z0-9]/gi, '_')}\\x`
   const url = `${POSTGRES_URL}?options=${encodeURIComponent('-c standard_conforming_strings=off')}`
-  const cache = open(t, { url, namespace: uniqueNamespace('scs'), postgres: { table } })
+  const cache = openCache(t, { url, namespace: uniqueNamespace('scs'), postgres: { table } })
   await cache.set('a%1', 1)
   await cache.set('b', 2)
   t.is(await cache.invalidatePattern('a%*'), 1)
@@ -257,14 +256,15 @@ test.serial('postgres: invalidatePattern, clear and table creation work with sta
 })
 
 test('bad input the red team found is refused synchronously with a code, and nothing is written', async (t) => {
-  const cache = open(t, { namespace: uniqueNamespace('input') })
-  const throwsCode = (call: () => unknown, code: string, what: string) =>
-    t.is((t.throws(call, undefined, what) as any)?.code, code, what)
+  const cache = openCache(t, { namespace: uniqueNamespace('input') })
+  const throwsCode = (call: () => unknown, code: CacheErrorCode, what: string) =>
+    t.is(t.throws<CacheError>(call, undefined, what)?.code, code, what)
   throwsCode(() => cache.invalidatePattern('a\uD800*'), 'ERR_CACHE_INVALID_PATTERN', 'a pattern with a lone surrogate')
   throwsCode(() => cache.get('a\u0000b'), 'ERR_CACHE_INVALID_KEY', 'a key with NUL')
   throwsCode(() => cache.set('k', 'a\uD800'), 'ERR_CACHE_INVALID_VALUE', 'a value with a lone surrogate')
   throwsCode(() => cache.set('k', { s: 'a\u0000' }), 'ERR_CACHE_INVALID_VALUE', 'a value with NUL')
-  for (const options of [[], { ttll: 60 }, new Map()] as any[]) {
+  // Deliberately outside TtlArgument: what a caller without types could pass.
+  for (const options of [[], { ttll: 60 }, new Map()] as unknown as TtlArgument[]) {
     throwsCode(() => cache.set('k', 1, options), 'ERR_CACHE_INVALID_TTL', `per-call options ${JSON.stringify(options)}`)
   }
   t.is(await cache.has('k'), false, 'nothing was written')
@@ -273,7 +273,7 @@ test('bad input the red team found is refused synchronously with a code, and not
     [{ l2Timeout: Number.POSITIVE_INFINITY }, '`l2Timeout`'],
     [{ l1: { maxBytes: Number.NaN } }, '`l1.maxBytes`'],
   ] as const) {
-    const error = t.throws(() => new Cache(options as any)) as any
+    const error = t.throws<CacheError>(() => new Cache(options))
     t.is(error?.code, 'ERR_CACHE_INVALID_OPTION')
     t.true(error?.message.includes(name), error?.message)
   }

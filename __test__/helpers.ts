@@ -1,9 +1,16 @@
+import type { ExecutionContext } from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
+import readline from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
+import pg from 'pg'
+import { Redis } from 'ioredis'
 
-import type { Cache as CacheClass, CacheOptions } from '../index.js'
+import { FaultProxy } from './fault-proxy.js'
+import type { Cache as CacheClass, CacheOptions, CacheStats } from '../index.js'
 
 const require = createRequire(import.meta.url)
 export const { Cache } = require('../index.js') as { Cache: typeof CacheClass }
@@ -20,6 +27,14 @@ export const BACKENDS = [
 
 export type Backend = (typeof BACKENDS)[number]
 
+/** The servers an L2 can live on, for the tests that need a real one. */
+export type L2 = 'postgres' | 'redis'
+export const L2S: L2[] = ['postgres', 'redis']
+export const urlOf = (backend: L2): string => (backend === 'postgres' ? POSTGRES_URL : REDIS_URL)
+
+/** Options that can be handed to another thread or process: a hook cannot cross. */
+export type PlainCacheOptions = Omit<CacheOptions, 'onError'>
+
 /** A namespace no other test (or earlier run) uses. */
 export function uniqueNamespace(prefix = 't'): string {
   return `${prefix}-${process.pid}-${randomBytes(4).toString('hex')}`
@@ -30,17 +45,100 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `check` until it returns true or `timeoutMs` passes; returns whether it did. */
-export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<boolean> {
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 5000,
+  intervalMs = 25,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (await check()) return true
-    await sleep(25)
+    await sleep(intervalMs)
   }
   return check()
 }
 
+/**
+ * Polls `check` until it returns a value, and returns that value. Unlike `eventually` it throws on timeout, naming
+ * `what`: for waits a test depends on rather than asserts, so that a failure says which precondition never came.
+ */
+export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined | false>): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const result = await check()
+    if (result !== undefined && result !== false) return result
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+/** Whether `promise` settled within `ms`. One that did not is left to fail when its client is torn down. */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  const settled = promise.then(
+    () => true,
+    () => true,
+  )
+  return Promise.race([settled, sleep(ms).then(() => false)])
+}
+
+export async function timed<T>(call: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now()
+  const value = await call()
+  return { value, ms: performance.now() - started }
+}
+
+/** The nearest-rank percentile `p` (0 to 100) of `sorted`, which must be in ascending order. */
+export function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
+}
+
 export function cacheFor(backend: Backend, options: CacheOptions = {}): CacheClass {
   return new Cache({ url: backend.url, namespace: uniqueNamespace(backend.name), ...options })
+}
+
+/** A cache closed when the test ends, passed or not, so that no store outlives its test. */
+export function openCache(t: ExecutionContext, options: CacheOptions): CacheClass {
+  const cache = new Cache(options)
+  t.teardown(() => cache.close())
+  return cache
+}
+
+export async function withPg<T>(url: string, f: (db: pg.Client) => Promise<T>): Promise<T> {
+  const db = new pg.Client({ connectionString: url })
+  await db.connect()
+  try {
+    return await f(db)
+  } finally {
+    await db.end()
+  }
+}
+
+export async function withRedis<T>(url: string, f: (r: Redis) => Promise<T>): Promise<T> {
+  // No retries: a server that is down must fail the call, not stall it.
+  const r = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true })
+  try {
+    await r.connect()
+    return await f(r)
+  } finally {
+    r.disconnect()
+  }
+}
+
+/** A fault proxy in front of the test server of `backend`, closed when the test ends. */
+export async function proxyFor(t: ExecutionContext, backend: L2): Promise<FaultProxy> {
+  const { hostname, port } = new URL(urlOf(backend))
+  const proxy = await FaultProxy.start({ host: hostname, port: Number(port) })
+  t.teardown(() => proxy.close())
+  return proxy
+}
+
+/**
+ * The URL of `backend` through `proxy`. Postgres without TLS: sqlx would otherwise negotiate it with a server that
+ * offers it, and the proxy could not tell the bus connection from the others.
+ */
+export function proxied(proxy: FaultProxy, backend: L2): string {
+  const url = proxy.url(urlOf(backend))
+  return backend === 'postgres' ? `${url}${url.includes('?') ? '&' : '?'}sslmode=disable` : url
 }
 
 export async function freePort(): Promise<number> {
@@ -115,4 +213,137 @@ export function runNode(
       resolve({ code, signal, stdout, stderr, ms: Date.now() - started })
     })
   })
+}
+
+const THREAD = new URL('./fixtures/thread.mjs', import.meta.url)
+
+/** A cache in a worker thread of this process (fixtures/thread.mjs). */
+export interface ThreadCache {
+  worker: Worker
+  /** Calls `method` of the thread's cache; a miss comes back as '<absent>'. Rejects with the thread's error. */
+  call(method: 'stats'): Promise<CacheStats>
+  call(method: string, ...args: unknown[]): Promise<unknown>
+}
+
+/** Starts a worker thread with its own `Cache` on `options`, terminated when the test ends. */
+export function startThread(t: ExecutionContext, options: PlainCacheOptions): ThreadCache {
+  const worker = new Worker(THREAD, { workerData: { options } })
+  t.teardown(() => worker.terminate())
+  let next = 0
+  const pending = new Map<number, (reply: ThreadReply) => void>()
+  worker.on('message', (reply: ThreadReply) => pending.get(reply.id)?.(reply))
+  const call = (method: string, ...args: unknown[]) =>
+    new Promise<unknown>((resolve, reject) => {
+      const id = next++
+      pending.set(id, (reply) => {
+        if (reply.ok) return resolve(reply.value)
+        // The thread's error, rebuilt with what survives a structured clone: its stack, code and cause's message.
+        const cause = reply.cause === undefined ? undefined : new Error(reply.cause)
+        reject(Object.assign(new Error(reply.error, { cause }), { code: reply.code }))
+      })
+      worker.postMessage({ id, method, args })
+    })
+  // The thread answers with what the cache method resolved, `stats` included; a structured clone carries no type.
+  return { worker, call: call as ThreadCache['call'] }
+}
+
+type ThreadReply =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: string; code?: string; cause?: string }
+
+const PEER = fileURLToPath(new URL('./fixtures/peer.mjs', import.meta.url))
+
+/** One `getOrSet` call of `loadMany`: the value its loader made, or the message of the error it rejected with. */
+export type PeerLoad = { by: number; at: string; error?: undefined } | { error: string; by?: undefined; at?: undefined }
+
+/** What each command of fixtures/peer.mjs resolves. Instants are `process.hrtime.bigint()` values as decimal text. */
+export interface PeerReplies {
+  open: { pid: number; backend: CacheClass['backend'] }
+  call: { value: unknown }
+  stats: CacheStats
+  probe: { value: string; l1: boolean }
+  prime: { primed: true }
+  watch: { watching: true }
+  watchResult: { seenAt?: string; polls: number; sawOldAgain: boolean; unexpected: string[] }
+  loadMany: { values: PeerLoad[]; ms: number; stats: CacheStats }
+}
+
+/** A message the peer sends unasked, such as `loader-started`. */
+export interface PeerEvent {
+  event: string
+  key: string
+  pid: number
+  at: string
+}
+
+type PeerMessage = PeerEvent | { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string }
+
+/** A cache in a child process (fixtures/peer.mjs), driven over JSON lines: another instance, with its own L1. */
+export class Peer {
+  readonly child: ChildProcess
+  readonly pid: number
+  #next = 0
+  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
+  #events: PeerEvent[] = []
+  #stderr = ''
+  #exited: Promise<void>
+
+  private constructor(t: ExecutionContext) {
+    this.child = spawn(process.execPath, [PEER], { stdio: ['pipe', 'pipe', 'pipe'] })
+    this.pid = this.child.pid!
+    // Whatever happens to the test, the child does not outlive it.
+    t.teardown(() => {
+      this.child.stdin!.end()
+      if (this.child.exitCode === null && this.child.signalCode === null) process.kill(this.pid, 'SIGKILL')
+    })
+    this.child.stderr!.on('data', (chunk) => (this.#stderr += chunk))
+    this.#exited = new Promise((resolve) => this.child.once('exit', () => resolve()))
+    this.#exited.then(() => {
+      for (const { reject } of this.#pending.values()) reject(new Error(`peer ${this.pid} exited: ${this.#stderr}`))
+      this.#pending.clear()
+    })
+    readline.createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      const message = JSON.parse(line) as PeerMessage
+      if ('event' in message) {
+        this.#events.push(message)
+        return
+      }
+      const pending = this.#pending.get(message.id)
+      this.#pending.delete(message.id)
+      if (message.ok) pending?.resolve(message.result)
+      else pending?.reject(new Error(`peer ${this.pid}: ${message.error}`))
+    })
+  }
+
+  static async start(t: ExecutionContext, options: PlainCacheOptions): Promise<Peer> {
+    const peer = new Peer(t)
+    await peer.request('open', { options })
+    return peer
+  }
+
+  request<C extends keyof PeerReplies>(cmd: C, args: object = {}, timeoutMs = 20_000): Promise<PeerReplies[C]> {
+    const id = this.#next++
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`peer ${this.pid}: ${cmd} took over ${timeoutMs} ms`)), timeoutMs)
+      this.#pending.set(id, {
+        // The peer answers `cmd` with what PeerReplies says; JSON carries no type to check it against.
+        resolve: (v) => (clearTimeout(timer), resolve(v as PeerReplies[C])),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      })
+      this.child.stdin!.write(`${JSON.stringify({ id, cmd, ...args })}\n`)
+    })
+  }
+
+  stats(): Promise<CacheStats> {
+    return this.request('stats')
+  }
+
+  event(predicate: (e: PeerEvent) => boolean, timeoutMs: number): Promise<PeerEvent> {
+    return waitFor('a peer event', timeoutMs, async () => this.#events.find(predicate))
+  }
+
+  kill(): Promise<void> {
+    process.kill(this.pid, 'SIGKILL')
+    return this.#exited
+  }
 }

@@ -17,7 +17,7 @@ pub enum ErrorKind {
     InvalidTtl,
     /// An invalidation pattern is malformed.
     InvalidPattern,
-    /// `getOrSet` was not given a function.
+    /// `getOrSet` was not given a function (raised by `index.js`, which takes the code from here).
     InvalidLoader,
     /// The cache was used after it was closed.
     Closed,
@@ -29,11 +29,28 @@ pub enum ErrorKind {
     L2,
     /// The invalidation bus lost its connection.
     Bus,
-    /// A loader run by another thread failed.
+    /// The load a `getOrSet` waited for (run by another caller, in any thread) failed.
     LoaderFailed,
 }
 
 impl ErrorKind {
+    /// Every kind, for the binding to hand their codes to JavaScript.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::InvalidOption,
+        ErrorKind::InvalidKey,
+        ErrorKind::InvalidValue,
+        ErrorKind::ValueTooLarge,
+        ErrorKind::InvalidTtl,
+        ErrorKind::InvalidPattern,
+        ErrorKind::InvalidLoader,
+        ErrorKind::Closed,
+        ErrorKind::L2Unavailable,
+        ErrorKind::L2Timeout,
+        ErrorKind::L2,
+        ErrorKind::Bus,
+        ErrorKind::LoaderFailed,
+    ];
+
     /// The stable code of this kind, e.g. `ERR_CACHE_INVALID_KEY`.
     pub fn code(self) -> &'static str {
         match self {

@@ -14,11 +14,6 @@ use moka::Expiry;
 
 use crate::pattern::Pattern;
 
-/// The default bound on the number of L1 entries.
-pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
-/// The default bound on the L1 bytes (64 MiB).
-pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
 /// One L1 entry: the value's JSON text and when it expires.

@@ -1,26 +1,33 @@
 //! The cache logic of tiered-cache, free of any Node.js binding.
 //!
-//! A [`store::Store`] is one namespace: an in-process [`l1::L1`] (moka) in front of a shared [`l2::L2`] (Postgres
-//! or Redis), kept coherent across processes by the invalidation [`bus`], with single-flight loads in the process
-//! ([`flight`]) and across processes (the L2's lock). [`registry`] shares stores between the threads of a process.
+//! The front door is [`Cache`]: one handle per cache the application opens, which checks every input and owns its
+//! `getOrSet` leases. Behind it, a `store` is one namespace: an in-process L1 (moka) in front of a shared L2
+//! (Postgres or Redis, behind one seam in `l2`), kept coherent across processes by the invalidation bus, with
+//! single-flight loads in the process and across processes (the L2's lock). Stores are shared by every handle of a
+//! process with the same configuration. Every numeric rule (range, default) is written once, in [`rules`].
 
 #![warn(missing_docs)]
 
-pub mod bus;
-pub mod config;
+mod bus;
+pub mod cache;
+mod config;
 pub mod error;
-pub mod flight;
-pub mod key;
-pub mod l1;
-pub mod l2;
-pub mod pattern;
-pub mod registry;
+mod flight;
+mod key;
+mod l1;
+mod l2;
+mod options;
+mod pattern;
+mod registry;
+pub mod rules;
 pub mod runtime;
-pub mod stats;
-pub mod store;
-pub mod ttl;
-pub mod value;
+mod stats;
+mod store;
+mod ttl;
+mod value;
 
-pub use config::{Config, HandleConfig, StoreConfig};
+pub use cache::{Cache, LoadStart};
 pub use error::{CacheError, ErrorKind};
-pub use store::{Json, LoadLease, LoadStep, Outcome, Store};
+pub use l1::L1Entry;
+pub use stats::StatsSnapshot;
+pub use store::{ErrorSink, Json, Outcome};

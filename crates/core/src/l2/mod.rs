@@ -3,6 +3,8 @@
 //! Keys reaching this layer are already namespaced (`namespace:key`). Every call here may fail; the store decides
 //! how to degrade. Messages of these errors never hold credentials: see [`Redactor`].
 
+#[cfg(test)]
+pub mod memory;
 pub mod postgres;
 pub mod redis;
 
@@ -73,10 +75,14 @@ pub type BusStream = Pin<Box<dyn futures_util::Stream<Item = BusEvent> + Send>>;
 /// The L2 backends. Any call may fail with `ERR_CACHE_L2_UNAVAILABLE` (no connection), `ERR_CACHE_L2_TIMEOUT` (Redis
 /// reply timeout; the store also bounds every call) or `ERR_CACHE_L2` (any other error from the server).
 pub enum L2 {
-    /// A Prisma-shaped table; the bus is `LISTEN`/`NOTIFY`.
-    Postgres(postgres::PostgresL2),
+    /// A Prisma-shaped table; the bus is `LISTEN`/`NOTIFY`. The backends are boxed: they differ in size by hundreds of
+    /// bytes.
+    Postgres(Box<postgres::PostgresL2>),
     /// One hash per entry; the bus is pub/sub.
-    Redis(redis::RedisL2),
+    Redis(Box<redis::RedisL2>),
+    /// The store tests' in-memory server, with faults to inject.
+    #[cfg(test)]
+    Memory(memory::MemoryL2),
 }
 
 /// A lock that makes one process the loader of a key. Release it explicitly; dropping it releases it in the
@@ -86,6 +92,9 @@ pub enum LoadLock {
     Postgres(postgres::AdvisoryLock),
     /// A `SET NX PX` key with an owner token: a crashed holder's lock lasts until it expires.
     Redis(redis::TokenLock),
+    /// A lock of the store tests' in-memory server.
+    #[cfg(test)]
+    Memory(memory::MemoryLock),
 }
 
 /// What an attempt to take a load lock found.
@@ -106,6 +115,8 @@ impl LoadLock {
         match self {
             LoadLock::Postgres(lock) => lock.release().await,
             LoadLock::Redis(lock) => lock.release().await,
+            #[cfg(test)]
+            LoadLock::Memory(lock) => lock.release().await,
         }
     }
 }
@@ -118,8 +129,12 @@ impl L2 {
         };
         let (timeout, fence) = (config.l2_timeout(), config.fence_window());
         Ok(Some(match backend {
-            Backend::Postgres => L2::Postgres(postgres::PostgresL2::new(url, &config.postgres, timeout, fence)?),
-            Backend::Redis => L2::Redis(redis::RedisL2::new(url, &config.redis, timeout, fence)?),
+            Backend::Postgres => {
+                L2::Postgres(Box::new(postgres::PostgresL2::new(url, &config.postgres, timeout, fence)?))
+            }
+            Backend::Redis => L2::Redis(Box::new(redis::RedisL2::new(url, &config.redis, timeout, fence)?)),
+            #[cfg(test)]
+            Backend::Memory => L2::Memory(memory::MemoryL2::new(url, fence)),
         }))
     }
 
@@ -128,6 +143,8 @@ impl L2 {
         match self {
             L2::Postgres(_) => "postgres",
             L2::Redis(_) => "redis",
+            #[cfg(test)]
+            L2::Memory(_) => "memory",
         }
     }
 
@@ -136,6 +153,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.get(key).await,
             L2::Redis(redis) => redis.get(key).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.get(key).await,
         }
     }
 
@@ -153,6 +172,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.set(key, namespace, json, ttl_ms, condition, bus_message).await,
             L2::Redis(redis) => redis.set(key, namespace, json, ttl_ms, condition, bus_message).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.set(key, namespace, json, ttl_ms, condition, bus_message).await,
         }
     }
 
@@ -162,6 +183,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.delete(keys, bus_message).await,
             L2::Redis(redis) => redis.delete(keys, bus_message).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.delete(keys, bus_message).await,
         }
     }
 
@@ -170,6 +193,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.has(key).await,
             L2::Redis(redis) => redis.has(key).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.has(key).await,
         }
     }
 
@@ -179,6 +204,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.delete_matching(namespace, pattern).await,
             L2::Redis(redis) => redis.delete_matching(namespace, pattern).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.delete_matching(namespace, pattern).await,
         }
     }
 
@@ -187,6 +214,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.publish(postgres::BUS_CHANNEL, message).await,
             L2::Redis(redis) => redis.publish(redis::BUS_CHANNEL, message).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.publish(memory::MemoryL2::bus_channel(), message).await,
         }
     }
 
@@ -195,6 +224,8 @@ impl L2 {
         match self {
             L2::Postgres(_) => postgres::PostgresL2::probe_channel(bus_id),
             L2::Redis(_) => redis::RedisL2::probe_channel(bus_id),
+            #[cfg(test)]
+            L2::Memory(_) => memory::MemoryL2::probe_channel(bus_id),
         }
     }
 
@@ -204,6 +235,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.publish(probe_channel, token).await,
             L2::Redis(redis) => redis.publish(probe_channel, token).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.publish(probe_channel, token).await,
         }
     }
 
@@ -212,6 +245,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.listen(probe_channel).await,
             L2::Redis(redis) => redis.subscribe(probe_channel).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.subscribe(probe_channel).await,
         }
     }
 
@@ -220,6 +255,8 @@ impl L2 {
         match self {
             L2::Postgres(_) => Some(Duration::from_millis(config.postgres.cleanup_interval_ms)),
             L2::Redis(_) => None,
+            #[cfg(test)]
+            L2::Memory(_) => None,
         }
     }
 
@@ -228,6 +265,8 @@ impl L2 {
         match self {
             L2::Postgres(pg) => pg.sweep_expired().await,
             L2::Redis(_) => Ok(0),
+            #[cfg(test)]
+            L2::Memory(_) => Ok(0),
         }
     }
 
@@ -240,6 +279,8 @@ impl L2 {
                 None => LockAttempt::Held { expires_in_ms: None },
             }),
             L2::Redis(redis) => redis.try_lock(key, hold_for).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.try_lock(key, hold_for).await,
         }
     }
 
@@ -249,6 +290,8 @@ impl L2 {
             // A NOTIFY payload must be shorter than 8000 bytes.
             L2::Postgres(_) => 7_900,
             L2::Redis(_) => 64 * 1024,
+            #[cfg(test)]
+            L2::Memory(_) => 64 * 1024,
         }
     }
 }

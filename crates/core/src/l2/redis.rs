@@ -27,8 +27,6 @@ pub const BUS_CHANNEL: &str = "tiered-cache:bus";
 const LOCK_PREFIX: &str = "#lock:";
 /// The namespace's marker of its latest `invalidatePattern` or `clear`.
 const INVALIDATION_PREFIX: &str = "#inval:";
-/// The default `COUNT` hint of `SCAN`.
-pub const DEFAULT_SCAN_COUNT: u32 = 1000;
 
 const UNLOCK_IF_OWNER: &str =
     r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -97,14 +95,14 @@ return 1
 /// Settings of the Redis L2.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RedisConfig {
-    /// `COUNT` hint of each `SCAN` step of a pattern delete (option `redis.scanCount`, 10 to 100 000; default
-    /// [`DEFAULT_SCAN_COUNT`]): higher means fewer round trips but longer steps on the server.
+    /// `COUNT` hint of each `SCAN` step of a pattern delete (option `redis.scanCount`,
+    /// [`crate::rules::REDIS_SCAN_COUNT`]): higher means fewer round trips but longer steps on the server.
     pub scan_count: u32,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { scan_count: DEFAULT_SCAN_COUNT }
+        RedisConfig { scan_count: crate::rules::REDIS_SCAN_COUNT.default.unwrap_or_default() as u32 }
     }
 }
 

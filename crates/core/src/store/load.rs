@@ -35,10 +35,13 @@ enum LockStep {
 
 impl Store {
     /// Starts a `getOrSet`: a hit, the result of another caller's load, or a lease to load. With `wait_for_others`
-    /// false (a caller that already waited `lockTimeout` on a load of its own thread), a load in progress in the
-    /// process is not waited for again.
-    pub async fn begin_load(&self, key: &str, wait_for_others: bool) -> Outcome<LoadStep> {
+    /// false (a caller whose wait on a load of its own thread ran out, counted here), a load in progress in the
+    /// process is not waited for again. `default_ttl_ms` is the L1 lifetime of an L2 entry without expiry.
+    pub async fn begin_load(&self, key: &str, wait_for_others: bool, default_ttl_ms: u64) -> Outcome<LoadStep> {
         let inner = &self.inner;
+        if !wait_for_others {
+            bump(&inner.stats.lock_timeouts);
+        }
         // Past a wait that ran out: load without the process's single-flight or the L2's lock.
         let lead_alone =
             || LoadStep::Lead(inner.lease(key, None, None, None, Duration::ZERO, inner.generations.of(key)));
@@ -47,17 +50,13 @@ impl Store {
                 return Outcome::ok(LoadStep::Hit(Json::L1(entry)));
             }
             match inner.flights.join(key) {
-                Joined::Follower(_) if !wait_for_others => {
-                    bump(&inner.stats.lock_timeouts);
-                    return Outcome::ok(lead_alone());
-                }
+                Joined::Follower(_) if !wait_for_others => return Outcome::ok(lead_alone()),
                 Joined::Follower(follower) => {
                     bump(&inner.stats.lock_waits);
                     match flight::wait(follower, inner.config.lock_timeout()).await {
                         Some(FlightResult::Loaded(json)) => return Outcome::ok(LoadStep::Hit(Json::Text(json))),
                         Some(FlightResult::Failed(message)) => {
-                            let error = CacheError::new(ErrorKind::LoaderFailed, message);
-                            return Outcome::ok(LoadStep::Failed(error));
+                            return Outcome::ok(LoadStep::Failed(CacheError::new(ErrorKind::LoaderFailed, message)))
                         }
                         // The leader went away: join again, and one of the waiters leads.
                         Some(FlightResult::Abandoned) => continue,
@@ -67,14 +66,14 @@ impl Store {
                         }
                     }
                 }
-                Joined::Leader(flight) => return inner.lead(key, flight).await,
+                Joined::Leader(flight) => return inner.lead(key, flight, default_ttl_ms).await,
             }
         }
     }
 }
 
 impl Inner {
-    async fn lead(self: &Arc<Self>, key: &str, flight: Arc<Flight>) -> Outcome<LoadStep> {
+    async fn lead(self: &Arc<Self>, key: &str, flight: Arc<Flight>, default_ttl_ms: u64) -> Outcome<LoadStep> {
         let generation = self.generations.of(key);
         let Some(l2) = self.l2.clone() else {
             return Outcome::ok(LoadStep::Lead(self.lease(key, Some(flight), None, None, Duration::ZERO, generation)));
@@ -94,7 +93,7 @@ impl Inner {
         if let Some(hit) = read.hit {
             bump(&self.stats.hits);
             bump(&self.stats.l2_hits);
-            let json = self.fill_l1_from(key, hit, generation);
+            let json = self.fill_l1_from(key, hit, generation, default_ttl_ms);
             self.flights.finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
             return Outcome::ok(LoadStep::Hit(json));
         }
@@ -102,7 +101,7 @@ impl Inner {
         let locked = self.lock_or_wait(&l2, key, &full, read.at, deadline).await;
         let value = match locked.value {
             LockStep::Loaded { hit, generation } => {
-                let json = self.fill_l1_from(key, hit, generation);
+                let json = self.fill_l1_from(key, hit, generation, default_ttl_ms);
                 self.flights.finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
                 LoadStep::Hit(json)
             }

@@ -21,12 +21,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor, Row};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Executor, Row};
+
+mod lock;
+mod sql;
+
+pub use lock::AdvisoryLock;
+use lock::LockSession;
+use sql::{literal, Statements};
 
 use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, WriteCondition};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
+use crate::rules;
 
 /// The `LISTEN`/`NOTIFY` channel of the invalidation bus.
 pub const BUS_CHANNEL: &str = "tiered_cache";
@@ -55,10 +63,11 @@ pub struct PostgresConfig {
     /// Whether a table this crate creates is `UNLOGGED` (option `postgres.unlogged`, default `false`): faster
     /// writes, but emptied by a crash and not replicated. An existing table is left as it is.
     pub unlogged: bool,
-    /// Most pooled connections of the store (option `postgres.poolSize`, 1 to 1000; default 10). The lock session
-    /// and the bus listener connect outside the pool.
+    /// Most pooled connections of the store (option `postgres.poolSize`, [`crate::rules::POSTGRES_POOL_SIZE`]). The
+    /// lock session and the bus listener connect outside the pool.
     pub pool_size: u32,
-    /// Period of the expiry sweep, in ms (option `postgres.cleanupInterval`, 1 to 86 400 s; default 60 s).
+    /// Period of the expiry sweep, in ms (option `postgres.cleanupInterval`,
+    /// [`crate::rules::POSTGRES_CLEANUP_INTERVAL`]).
     pub cleanup_interval_ms: u64,
 }
 
@@ -68,131 +77,9 @@ impl Default for PostgresConfig {
             table: "cache_entries".into(),
             schema: None,
             unlogged: false,
-            pool_size: 10,
-            cleanup_interval_ms: 60_000,
+            pool_size: rules::POSTGRES_POOL_SIZE.default.unwrap_or_default() as u32,
+            cleanup_interval_ms: rules::POSTGRES_CLEANUP_INTERVAL.default.unwrap_or_default() as u64 * 1000,
         }
-    }
-}
-
-/// SQL text built once from the table name; sqlx prepares each statement once per connection.
-struct Statements {
-    table_name: String,
-    get: String,
-    /// Indexed by [conditional][notifies].
-    set: [[String; 2]; 2],
-    /// Indexed by [notifies].
-    delete: [String; 2],
-    has: String,
-    mark_and_delete_like: String,
-    cleanup: String,
-    create: [String; 3],
-}
-
-impl Statements {
-    fn new(config: &PostgresConfig) -> Self {
-        let table = qualified(config.schema.as_deref(), &config.table);
-        let expires = format!("{NOW_UTC} + $3::bigint * interval '1 millisecond'");
-        let update =
-            r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt""#;
-        let upsert = format!(
-            r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt")
-               VALUES (gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC})
-               ON CONFLICT ("key") DO UPDATE {update} RETURNING 1"#
-        );
-        // $4 the load's start (µs), $5 the fence window (µs), $6 the namespace marker, $7 the load's start (ms,
-        // rounded down: `updatedAt` keeps milliseconds, rounded, so a change in the same millisecond refuses).
-        let fenced = format!(
-            r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt")
-               SELECT gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC}
-               WHERE {NOW_US} - $4::int8 <= $5::int8 AND NOT EXISTS (
-                 SELECT 1 FROM {table} WHERE "key" = $6 AND extract(epoch FROM "updatedAt") * 1000 >= $7::int8)
-               ON CONFLICT ("key") DO UPDATE {update} WHERE extract(epoch FROM e."updatedAt") * 1000 < $7::int8
-               RETURNING 1"#
-        );
-        let with_notify = |write: &str, channel: usize| {
-            [
-                format!("WITH up AS ({write}) SELECT 1 FROM up"),
-                format!("WITH up AS ({write}) SELECT pg_notify(${channel}, ${}) FROM up", channel + 1),
-            ]
-        };
-        let tombstones = format!(
-            r#"WITH old AS (SELECT count(*) AS live FROM {table} WHERE "key" = ANY($1) AND "expiresAt" > {NOW_UTC}),
-                    up AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
-                           SELECT gen_random_uuid()::text, k, 'null'::jsonb, {NOW_UTC}, {NOW_UTC}
-                           FROM unnest($1::text[]) AS k
-                           ON CONFLICT ("key") DO UPDATE SET "value" = 'null'::jsonb,
-                             "expiresAt" = EXCLUDED."expiresAt",
-                             "updatedAt" = EXCLUDED."updatedAt"
-                           RETURNING 1)
-               SELECT (SELECT live FROM old), (SELECT count(*) FROM up)"#
-        );
-        let unlogged = if config.unlogged { "UNLOGGED " } else { "" };
-        Statements {
-            table_name: table.clone(),
-            get: format!(
-                r#"SELECT {NOW_US}, e."value"::text, e.remaining FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-                     SELECT "value", (EXTRACT(EPOCH FROM ("expiresAt" - {NOW_UTC})) * 1000)::float8 AS remaining
-                     FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC}) AS e ON true"#
-            ),
-            set: [with_notify(&upsert, 4), with_notify(&fenced, 8)],
-            delete: [tombstones.clone(), format!("{tombstones}, pg_notify($2, $3)")],
-            has: format!(r#"SELECT EXISTS (SELECT 1 FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC})"#),
-            // E'\\' is one backslash whatever `standard_conforming_strings` says.
-            mark_and_delete_like: format!(
-                r#"WITH m AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
-                              VALUES (gen_random_uuid()::text, $2, 'null'::jsonb, {NOW_UTC}, {NOW_UTC})
-                              ON CONFLICT ("key") DO UPDATE SET "expiresAt" = EXCLUDED."expiresAt",
-                                "updatedAt" = EXCLUDED."updatedAt"),
-                        d AS (DELETE FROM {table} WHERE "key" LIKE $1 ESCAPE E'\\'
-                              RETURNING "expiresAt" > {NOW_UTC} AS live)
-                   SELECT count(*) FILTER (WHERE live) FROM d"#
-            ),
-            cleanup: format!(
-                r#"WITH l AS (SELECT pg_try_advisory_xact_lock({ADVISORY_CLASS_CLEANUP}, hashtext($1)) AS ok),
-                        d AS (DELETE FROM {table} WHERE "id" IN (
-                              SELECT "id" FROM {table} WHERE (SELECT ok FROM l)
-                                AND "expiresAt" <= {NOW_UTC} - $3::bigint * interval '1 millisecond'
-                                AND "updatedAt" <= {NOW_UTC} - $3::bigint * interval '1 millisecond'
-                              LIMIT $2)
-                              RETURNING 1)
-                   SELECT (SELECT ok FROM l), (SELECT count(*) FROM d)"#
-            ),
-            create: [
-                format!(
-                    r#"CREATE {unlogged}TABLE IF NOT EXISTS {table} ("id" TEXT NOT NULL, "key" TEXT NOT NULL,
-                       "value" JSONB NOT NULL, "expiresAt" TIMESTAMP(3) NOT NULL,
-                       "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
-                       CONSTRAINT {pkey} PRIMARY KEY ("id"))"#,
-                    pkey = quote(&format!("{}_pkey", config.table)),
-                ),
-                format!(
-                    r#"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table}("key")"#,
-                    name = quote(&format!("{}_key_key", config.table)),
-                ),
-                format!(
-                    r#"CREATE INDEX IF NOT EXISTS {name} ON {table}("expiresAt")"#,
-                    name = quote(&format!("{}_expiresAt_idx", config.table)),
-                ),
-            ],
-        }
-    }
-}
-
-/// A string literal: any text is safe inside, whatever `standard_conforming_strings` says (an `E''` string, with
-/// `\\` and `'` doubled).
-fn literal(text: &str) -> String {
-    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// A quoted identifier: any text is safe inside, `"` doubled.
-pub fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
-}
-
-fn qualified(schema: Option<&str>, table: &str) -> String {
-    match schema {
-        Some(schema) => format!("{}.{}", quote(schema), quote(table)),
-        None => quote(table),
     }
 }
 
@@ -479,97 +366,4 @@ impl PostgresL2 {
 enum Lock {
     Shared,
     Exclusive,
-}
-
-/// The one connection, outside the pool, that holds every advisory lock of a store.
-///
-/// Holding each lock on a pooled connection would pin one connection per load in progress, and a burst of cold keys
-/// would then starve the very queries the loads need. A session holds any number of locks, and they all end with it:
-/// when this process dies, or when the connection breaks (then other processes may load too, which is safe).
-pub struct LockSession {
-    options: PgConnectOptions,
-    conn: tokio::sync::Mutex<Option<PgConnection>>,
-}
-
-impl LockSession {
-    fn new(options: PgConnectOptions) -> Self {
-        LockSession { options, conn: tokio::sync::Mutex::new(None) }
-    }
-
-    async fn try_lock(&self, key: &str) -> std::result::Result<bool, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        if conn.is_none() {
-            *conn = Some(self.options.connect().await?);
-        }
-        let session = conn.as_mut().expect("connected above");
-        let locked = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(ADVISORY_CLASS_LOAD)
-            .bind(key)
-            .fetch_one(session)
-            .await;
-        if locked.is_err() {
-            *conn = None;
-        }
-        locked
-    }
-
-    /// Unlocking on a session that was replaced since the lock was taken finds no lock: the old session took it along.
-    async fn unlock(&self, key: &str) {
-        let mut conn = self.conn.lock().await;
-        let Some(session) = conn.as_mut() else { return };
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-            .bind(ADVISORY_CLASS_LOAD)
-            .bind(key)
-            .execute(session)
-            .await;
-        if unlocked.is_err() {
-            *conn = None;
-        }
-    }
-}
-
-/// A held advisory lock of the lock session.
-pub struct AdvisoryLock {
-    session: Option<Arc<LockSession>>,
-    key: String,
-}
-
-impl AdvisoryLock {
-    /// Unlocks on the lock session and waits for it; when that session was replaced meanwhile, the lock already
-    /// ended with the old one.
-    pub async fn release(mut self) {
-        if let Some(session) = self.session.take() {
-            session.unlock(&self.key).await;
-        }
-    }
-}
-
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            let key = std::mem::take(&mut self.key);
-            crate::runtime::spawn(async move { session.unlock(&key).await });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote("cache_entries"), "\"cache_entries\"");
-        assert_eq!(quote("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(qualified(Some("app"), "t"), "\"app\".\"t\"");
-    }
-
-    #[test]
-    fn statements_use_the_configured_table() {
-        let sql = Statements::new(&PostgresConfig { table: "my_cache".into(), ..Default::default() });
-        assert!(sql.get.contains("FROM \"my_cache\""));
-        assert!(sql.create[1].contains("\"my_cache_key_key\""));
-        assert!(sql.set[0][1].contains("pg_notify($4, $5)"));
-        assert!(sql.set[1][1].contains("pg_notify($8, $9)"));
-    }
 }

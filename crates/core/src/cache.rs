@@ -1,0 +1,270 @@
+//! The front door of the core: one [`Cache`] handle per `new Cache(...)`, the only type a binding calls.
+//!
+//! It checks every input synchronously (keys, values, TTLs, patterns), so a bad call fails before anything is
+//! written, and hands back a future for the rest. It owns the `getOrSet` leases, by id, so a binding only passes
+//! numbers across. Handles whose options differ only in their own settings ([`HandleConfig`]) share one store.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use serde_json::Value;
+
+use crate::config::HandleConfig;
+use crate::error::{CacheError, ErrorKind, Result};
+use crate::key::validate_key;
+use crate::l1::L1Entry;
+use crate::pattern::Pattern;
+use crate::registry::shared_store;
+use crate::stats::StatsSnapshot;
+use crate::store::{ErrorSink, Json, LoadLease, LoadStep, Outcome, Store};
+use crate::ttl::per_call_ttl_ms;
+use crate::value::validate_json;
+
+/// Patterns may be this long at least, whatever `maxKeyLength` says.
+const MIN_PATTERN_LIMIT_BYTES: usize = 1024;
+
+/// How a `getOrSet` starts.
+#[derive(Debug)]
+pub enum LoadStart {
+    /// The value: cached, or loaded by another caller.
+    Hit(Json),
+    /// Run the loader, then [`Cache::complete_load`] or [`Cache::fail_load`] this lease.
+    Lead(u32),
+    /// The load this call waited for failed (`ERR_CACHE_LOADER_FAILED`, the loader's message).
+    Failed(CacheError),
+    /// The handle was closed meanwhile: run the loader, nothing will be stored.
+    Closed,
+}
+
+/// The leases of one handle's loads in progress, by id.
+#[derive(Default)]
+struct Leases {
+    by_id: Mutex<HashMap<u32, LoadLease>>,
+    next_id: AtomicU32,
+    /// Set by `close`: a load that starts leading after it keeps no lease.
+    closed: AtomicBool,
+}
+
+impl Leases {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, LoadLease>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keep(&self, lease: LoadLease) -> Option<u32> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        self.map().insert(id, lease);
+        Some(id)
+    }
+
+    fn take(&self, id: u32) -> Option<LoadLease> {
+        self.map().remove(&id)
+    }
+}
+
+/// One handle on a shared store, with its own settings and leases.
+pub struct Cache {
+    store: Arc<Store>,
+    handle: HandleConfig,
+    leases: Arc<Leases>,
+    _error_sink: Option<Arc<dyn ErrorSink>>,
+}
+
+impl Cache {
+    /// Opens a handle from the options object (see [`crate::options::parse`]; `env_url` is `CACHE_URL`), on the
+    /// process's store of that configuration. `error_sink` receives failures that belong to no call, for as long as
+    /// the handle lives. Fails with `ERR_CACHE_INVALID_OPTION`, or `ERR_CACHE_L2` when a client cannot be built.
+    pub fn open(options: &Value, env_url: Option<String>, error_sink: Option<Arc<dyn ErrorSink>>) -> Result<Cache> {
+        let config = crate::options::parse(options, env_url)?;
+        let store = shared_store(config.store)?;
+        if let Some(sink) = &error_sink {
+            store.add_error_sink(Arc::downgrade(sink) as Weak<dyn ErrorSink>);
+        }
+        Ok(Cache { store, handle: config.handle, leases: Default::default(), _error_sink: error_sink })
+    }
+
+    /// The store's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.store.config().namespace
+    }
+
+    /// `"postgres"`, `"redis"` or `"memory"`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// How long a `getOrSet` waits for another caller's load, in ms (option `lockTimeout`).
+    pub fn lock_timeout_ms(&self) -> u64 {
+        self.store.config().lock_timeout_ms
+    }
+
+    /// The L1's bounds `(maxEntries, maxBytes)`; `(0, 0)` without an L1.
+    pub fn l1_bounds(&self) -> (u64, u64) {
+        self.store.config().l1.as_ref().map_or((0, 0), |l1| (l1.max_entries, l1.max_bytes))
+    }
+
+    fn checked_key(&self, key: &str) -> Result<()> {
+        validate_key(key, self.handle.max_key_len)
+    }
+
+    fn ttl_ms(&self, ttl_seconds: Option<f64>) -> Result<u64> {
+        ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)
+    }
+
+    /// An L1 hit, counted; `None` on an L1 miss, which the caller follows up with [`Self::get_after_l1_miss`].
+    pub fn l1_get(&self, key: &str) -> Result<Option<Arc<L1Entry>>> {
+        self.checked_key(key)?;
+        Ok(self.store.l1_get(key))
+    }
+
+    /// An L1 entry without counting a hit: for a caller that already counted this read.
+    pub fn l1_peek(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.store.l1_peek(key)
+    }
+
+    /// Reads `key` from the L2 (copying it into the L1) after the caller's own L1 lookup missed, without asking the
+    /// L1 again. Fails at once with `ERR_CACHE_INVALID_KEY`; L2 failures come back in the [`Outcome`].
+    pub fn get_after_l1_miss(
+        &self,
+        key: String,
+    ) -> Result<impl Future<Output = Outcome<Option<Json>>> + Send + 'static> {
+        self.checked_key(&key)?;
+        let (store, default_ttl_ms) = (self.store.clone(), self.handle.default_ttl_ms);
+        Ok(async move { store.read_l2(&key, default_ttl_ms).await })
+    }
+
+    /// Writes `json` (JSON text as `JSON.stringify` makes it) for `ttl_seconds` (default: the option `ttl`) to both
+    /// tiers. Fails at once with `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` or
+    /// `ERR_CACHE_INVALID_TTL`.
+    pub fn set(
+        &self,
+        key: String,
+        json: String,
+        ttl_seconds: Option<f64>,
+    ) -> Result<impl Future<Output = Outcome<()>> + Send + 'static> {
+        self.checked_key(&key)?;
+        validate_json(&json, self.handle.max_value_bytes)?;
+        let ttl_ms = self.ttl_ms(ttl_seconds)?;
+        let store = self.store.clone();
+        Ok(async move { store.set(&key, json, ttl_ms).await })
+    }
+
+    /// Removes keys from both tiers; the count of live entries removed. Fails at once with `ERR_CACHE_INVALID_KEY`
+    /// for any one bad key, before removing anything.
+    pub fn delete(&self, keys: Vec<String>) -> Result<impl Future<Output = Outcome<u64>> + Send + 'static> {
+        keys.iter().try_for_each(|key| self.checked_key(key))?;
+        let store = self.store.clone();
+        Ok(async move { store.delete(keys).await })
+    }
+
+    /// Whether a live entry exists in either tier, counting neither hit nor miss.
+    pub fn has(&self, key: String) -> Result<impl Future<Output = Outcome<bool>> + Send + 'static> {
+        self.checked_key(&key)?;
+        let store = self.store.clone();
+        Ok(async move { store.has(&key).await })
+    }
+
+    /// Removes every key of the namespace.
+    pub fn clear(&self) -> impl Future<Output = Outcome<u64>> + Send + 'static {
+        let store = self.store.clone();
+        async move { store.clear().await }
+    }
+
+    /// The longest pattern accepted, in bytes: room for two keys and the `*`s around them.
+    pub fn max_pattern_len(&self) -> usize {
+        (self.handle.max_key_len * 2 + 2).max(MIN_PATTERN_LIMIT_BYTES)
+    }
+
+    /// Removes the namespace's keys matching a glob (`*`, `?`, `\`). Fails at once with `ERR_CACHE_INVALID_PATTERN`:
+    /// empty, a lone trailing `\`, or longer than [`Self::max_pattern_len`].
+    pub fn invalidate_pattern(&self, glob: String) -> Result<impl Future<Output = Outcome<u64>> + Send + 'static> {
+        let pattern = Pattern::parse(&glob, self.max_pattern_len())?;
+        let store = self.store.clone();
+        Ok(async move { store.invalidate_pattern(&pattern, &glob).await })
+    }
+
+    /// Starts a `getOrSet`. With `wait_for_others` false (the caller already waited `lockTimeout` for a load of its
+    /// own thread), a load in progress is not waited for again. Fails at once with `ERR_CACHE_INVALID_KEY`.
+    pub fn begin_load(
+        &self,
+        key: String,
+        wait_for_others: bool,
+    ) -> Result<impl Future<Output = Outcome<LoadStart>> + Send + 'static> {
+        self.checked_key(&key)?;
+        let (store, leases, default_ttl_ms) = (self.store.clone(), self.leases.clone(), self.handle.default_ttl_ms);
+        Ok(async move {
+            let started = store.begin_load(&key, wait_for_others, default_ttl_ms).await;
+            let value = match started.value {
+                LoadStep::Hit(json) => LoadStart::Hit(json),
+                LoadStep::Failed(error) => LoadStart::Failed(error),
+                // A lease that is not kept is dropped here, and its waiters take the load over.
+                LoadStep::Lead(lease) => leases.keep(lease).map_or(LoadStart::Closed, LoadStart::Lead),
+            };
+            Outcome { value, error: started.error }
+        })
+    }
+
+    /// Stores a loader's value under its lease (unless the key changed while it ran) and hands it to the waiters;
+    /// `true` when stored. A lease that `close` ended stores nothing. Fails at once with `ERR_CACHE_INVALID_VALUE`,
+    /// `ERR_CACHE_VALUE_TOO_LARGE` or `ERR_CACHE_INVALID_TTL`; the waiters then get that error as the load's failure.
+    pub fn complete_load(
+        &self,
+        lease: u32,
+        json: String,
+        ttl_seconds: Option<f64>,
+    ) -> Result<impl Future<Output = Outcome<bool>> + Send + 'static> {
+        let checked = validate_json(&json, self.handle.max_value_bytes).and_then(|()| self.ttl_ms(ttl_seconds));
+        let lease = self.leases.take(lease);
+        match (checked, lease) {
+            (Ok(ttl_ms), lease) => Ok(async move {
+                match lease {
+                    Some(lease) => lease.complete(json, ttl_ms).await,
+                    None => Outcome { value: false, error: None },
+                }
+            }),
+            (Err(refused), lease) => {
+                if let Some(lease) = lease {
+                    let message = refused.message.clone();
+                    crate::runtime::spawn(async move { lease.fail(message).await });
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// Fails a lease: its waiters get `ERR_CACHE_LOADER_FAILED` with `message`; nothing is cached.
+    pub fn fail_load(&self, lease: u32, message: String) -> impl Future<Output = ()> + Send + 'static {
+        let lease = self.leases.take(lease);
+        async move {
+            if let Some(lease) = lease {
+                lease.fail(message).await;
+            }
+        }
+    }
+
+    /// Counts a `getOrSet` that waits for a load of its own thread, which the binding's side runs without the core:
+    /// every waiter is counted in `lockWaits` alike, wherever its loader runs.
+    pub fn count_lock_wait(&self) {
+        self.store.count_lock_wait();
+    }
+
+    /// The counters, the hit rate and the L1 and bus gauges.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.store.stats()
+    }
+
+    /// Ends the handle's leases (their waiters take over) and marks it closed; the store goes with its last handle.
+    pub fn close(&self) {
+        self.leases.closed.store(true, Ordering::Release);
+        self.leases.map().clear();
+    }
+}
+
+/// `ERR_CACHE_CLOSED`, for a binding whose handle was closed.
+pub fn closed_error() -> CacheError {
+    CacheError::new(ErrorKind::Closed, "the cache is closed")
+}

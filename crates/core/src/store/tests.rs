@@ -1,0 +1,261 @@
+//! The store's hard parts on the in-memory L2 ([`crate::l2::memory`]) with tokio's paused clock: every race is made
+//! to happen, every timeout is measured in virtual time, and nothing depends on the machine's speed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::{LoadLease, LoadStep, Store};
+use crate::bus::{Bus, BUS_LOSS_DETECTION_MS};
+use crate::error::ErrorKind;
+use crate::l2::memory::{self, Server};
+
+const TTL_MS: u64 = 60_000;
+const L2_TIMEOUT: Duration = Duration::from_secs(1);
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A fresh memory server, and a function opening stores ("instances") on it, each with its own bus.
+fn server() -> (String, Arc<Server>) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("s{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let server = memory::server(&name);
+    (name, server)
+}
+
+fn instance(server: &str, extra: Value) -> Store {
+    let mut options =
+        json!({ "url": format!("memory://{server}"), "namespace": "t", "l2Timeout": 1, "lockTimeout": 2 });
+    options.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    let config = crate::options::parse(&options, None).unwrap();
+    Store::open(config.store, |l2| Arc::new(Bus::start(l2.clone()))).unwrap()
+}
+
+/// Two instances on one server, their buses up.
+async fn two_instances(server: &str) -> (Store, Store) {
+    let (a, b) = (instance(server, json!({})), instance(server, json!({})));
+    bus_up(&[&a, &b]).await;
+    (a, b)
+}
+
+/// Another handle on the same store, for a task to own.
+fn handle(store: &Store) -> Store {
+    Store { inner: store.inner.clone(), background: Vec::new() }
+}
+
+/// How long the L1 keeps `key` from now.
+fn l1_lifetime(store: &Store, key: &str) -> Duration {
+    let entry = store.l1_get(key).expect("in the L1");
+    entry.expires_at.saturating_duration_since(std::time::Instant::now())
+}
+
+async fn bus_up(stores: &[&Store]) {
+    while !stores.iter().all(|s| s.stats().bus_up) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn until(what: impl Fn() -> bool) {
+    while !what() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn text(store: &Store, key: &str) -> Option<String> {
+    store.get(key, TTL_MS).await.value.map(|json| json.as_str().to_owned())
+}
+
+fn lead(step: LoadStep) -> LoadLease {
+    match step {
+        LoadStep::Lead(lease) => lease,
+        LoadStep::Hit(json) => panic!("expected to lead, found {}", json.as_str()),
+        LoadStep::Failed(error) => panic!("expected to lead, failed: {error}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_l2_that_never_answers_costs_each_call_one_l2_timeout_and_the_l1_keeps_writes_briefly() {
+    let (name, server) = server();
+    let a = instance(&name, json!({}));
+    server.faults.hang.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let read = a.get("k", TTL_MS).await;
+    assert!(read.value.is_none());
+    assert_eq!(read.error.unwrap().kind, ErrorKind::L2Timeout);
+    assert_eq!(started.elapsed(), L2_TIMEOUT, "one l2Timeout, not one per round trip");
+
+    let started = Instant::now();
+    assert_eq!(a.set("k", "1".into(), TTL_MS).await.error.unwrap().kind, ErrorKind::L2Timeout);
+    assert_eq!(started.elapsed(), L2_TIMEOUT);
+    let lifetime = l1_lifetime(&a, "k");
+    assert!(lifetime <= Duration::from_secs(5), "capped at busDownL1Ttl: {lifetime:?}");
+
+    let started = Instant::now();
+    let removed = a.delete(vec!["k".into()]).await;
+    assert_eq!(removed.error.unwrap().kind, ErrorKind::L2Timeout);
+    assert_eq!(started.elapsed(), L2_TIMEOUT);
+    assert!(a.l1_get("k").is_none(), "a removal clears the L1 even when the L2 failed");
+    assert_eq!(a.stats().errors, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_l2_answers_at_once() {
+    let (name, server) = server();
+    let a = instance(&name, json!({}));
+    server.faults.refuse.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    assert_eq!(a.get("k", TTL_MS).await.error.unwrap().kind, ErrorKind::L2Unavailable);
+    let LoadStep::Lead(lease) = a.begin_load("k", true, TTL_MS).await.value else { panic!("leads") };
+    assert!(!lease.complete("1".into(), TTL_MS).await.value, "not stored in the L2");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(text(&a, "k").await.as_deref(), Some("1"), "served from the L1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_that_raced_a_local_write_does_not_refill_the_l1_with_the_old_value() {
+    let (name, server) = server();
+    let a = instance(&name, json!({}));
+    a.set("k", "\"old\"".into(), TTL_MS).await;
+    a.run_l1_housekeeping();
+    a.inner.l1.as_ref().unwrap().clear();
+    let gate = Arc::new(Semaphore::new(0));
+    *server.faults.read_gate.lock().unwrap() = Some(gate.clone());
+    let reader = {
+        let store = handle(&a);
+        tokio::spawn(async move { text(&store, "k").await })
+    };
+    until(|| gate.available_permits() == 0 && server.commands() >= 2).await;
+    *server.faults.read_gate.lock().unwrap() = None;
+    a.set("k", "\"new\"".into(), TTL_MS).await;
+    gate.add_permits(1);
+    assert_eq!(reader.await.unwrap().as_deref(), Some("\"old\""), "the read answers what it read");
+    let cached = a.l1_get("k").map(|e| e.json.to_string());
+    assert_ne!(cached.as_deref(), Some("\"old\""), "the fill that raced the write was dropped");
+    assert_eq!(text(&a, "k").await.as_deref(), Some("\"new\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_that_raced_a_remote_write_does_not_refill_the_l1_with_the_old_value() {
+    let (name, server) = server();
+    let (a, b) = two_instances(&name).await;
+    b.set("k", "\"old\"".into(), TTL_MS).await;
+    let gate = Arc::new(Semaphore::new(0));
+    *server.faults.read_gate.lock().unwrap() = Some(gate.clone());
+    let commands_before = server.commands();
+    let reader = {
+        let store = handle(&a);
+        tokio::spawn(async move { text(&store, "k").await })
+    };
+    until(|| server.commands() > commands_before).await;
+    *server.faults.read_gate.lock().unwrap() = None;
+    b.set("k", "\"new\"".into(), TTL_MS).await;
+    until(|| a.stats().bus_received >= 2).await;
+    gate.add_permits(1);
+    assert_eq!(reader.await.unwrap().as_deref(), Some("\"old\""));
+    assert!(a.l1_get("k").is_none(), "the fill that raced the other instance's write was dropped");
+    assert_eq!(text(&a, "k").await.as_deref(), Some("\"new\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_raced_a_write_on_another_instance_is_returned_but_not_stored() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    let lease = lead(a.begin_load("k", true, TTL_MS).await.value);
+    b.set("k", "\"new\"".into(), TTL_MS).await;
+    until(|| a.stats().bus_received >= 1).await;
+    assert!(!lease.complete("\"stale\"".into(), TTL_MS).await.value);
+    assert_eq!(a.stats().loads_discarded, 1);
+    assert_eq!(text(&a, "k").await.as_deref(), Some("\"new\""));
+    assert_eq!(text(&b, "k").await.as_deref(), Some("\"new\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_slower_than_max_load_time_is_not_stored() {
+    let (name, _server) = server();
+    let a = instance(&name, json!({ "maxLoadTime": 3, "lockTimeout": 10 }));
+    let lease = lead(a.begin_load("k", true, TTL_MS).await.value);
+    tokio::time::sleep(Duration::from_millis(3_001)).await;
+    assert!(!lease.complete("\"late\"".into(), TTL_MS).await.value);
+    assert_eq!(a.stats().loads_discarded, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gets_the_lock_holders_value_as_soon_as_it_is_stored() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    let lease = lead(a.begin_load("k", true, TTL_MS).await.value);
+    let waiter = {
+        let store = handle(&b);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let step = store.begin_load("k", true, TTL_MS).await.value;
+            (started.elapsed(), matches!(step, LoadStep::Hit(json) if json.as_str() == "42"))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(lease.complete("42".into(), TTL_MS).await.value);
+    let (waited, hit) = waiter.await.unwrap();
+    assert!(hit, "the waiter got the holder's value");
+    assert!(waited >= Duration::from_millis(500) && waited < Duration::from_millis(600), "{waited:?}");
+    assert_eq!((b.stats().lock_waits, b.stats().loader_calls), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_holder_that_never_finishes_holds_others_for_lock_timeout_only() {
+    let (name, _server) = server();
+    let (a, b) = (instance(&name, json!({})), instance(&name, json!({})));
+    let _hung = lead(a.begin_load("k", true, TTL_MS).await.value);
+    let started = Instant::now();
+    let lease = lead(b.begin_load("k", true, TTL_MS).await.value);
+    let waited = started.elapsed();
+    assert!(waited >= LOCK_TIMEOUT && waited <= LOCK_TIMEOUT * 2, "{waited:?}");
+    assert_eq!(b.stats().lock_waits, 1);
+    assert!(lease.complete("1".into(), TTL_MS).await.value, "the waiter's own load is stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_whose_wait_ran_out_loads_at_once_and_is_counted() {
+    let (name, _server) = server();
+    let a = instance(&name, json!({}));
+    let _first = lead(a.begin_load("k", true, TTL_MS).await.value);
+    let started = Instant::now();
+    let _second = lead(a.begin_load("k", false, TTL_MS).await.value);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(a.stats().lock_timeouts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_whose_bus_message_never_comes_back_is_reported_and_the_loss_found() {
+    let (name, server) = server();
+    let a = instance(&name, json!({}));
+    bus_up(&[&a]).await;
+    a.set("k", "1".into(), TTL_MS).await;
+    server.faults.drop_messages.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+    let removed = a.delete(vec!["k".into()]).await;
+    assert_eq!(removed.value, 1, "the L2 removed it");
+    assert_eq!(removed.error.unwrap().kind, ErrorKind::Bus);
+    assert_eq!(cut.elapsed(), L2_TIMEOUT, "the echo is waited for l2Timeout");
+    assert_eq!(a.stats().bus_echo_timeouts, 1);
+    until(|| !a.stats().bus_up).await;
+    assert!(cut.elapsed() <= Duration::from_millis(BUS_LOSS_DETECTION_MS), "{:?}", cut.elapsed());
+    a.set("k2", "2".into(), TTL_MS).await;
+    let lifetime = l1_lifetime(&a, "k2");
+    assert!(lifetime <= Duration::from_secs(5), "capped at busDownL1Ttl while the bus is down: {lifetime:?}");
+    server.faults.drop_messages.store(false, Ordering::SeqCst);
+    bus_up(&[&a]).await;
+    assert_eq!(a.stats().bus_reconnects, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pattern_invalidation_fences_loads_that_started_before_it() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    let lease = lead(a.begin_load("user:1", true, TTL_MS).await.value);
+    b.invalidate_pattern(&crate::pattern::Pattern::parse("user:*", 64).unwrap(), "user:*").await;
+    assert!(!lease.complete("\"stale\"".into(), TTL_MS).await.value);
+    assert_eq!(text(&a, "user:1").await, None);
+}
