@@ -36,6 +36,10 @@
  * - `ERR_CACHE_LOADER_FAILED` (`Error`): the message is the loader error's message, and `cause` the loader's error
  *   (the error itself in the loader's thread, an `Error` with its message in another thread).
  *
+ * Raised to a `getOrSet` that waited for its loader longer than its `hardTimeout` (the load goes on, and stores its
+ * value when it comes):
+ * - `ERR_CACHE_LOADER_TIMEOUT` (`Error`).
+ *
  * Credentials in a URL never appear in any message.
  */
 export type CacheErrorCode =
@@ -52,6 +56,7 @@ export type CacheErrorCode =
   | 'ERR_CACHE_L2'
   | 'ERR_CACHE_BUS'
   | 'ERR_CACHE_LOADER_FAILED'
+  | 'ERR_CACHE_LOADER_TIMEOUT'
 
 /** An error raised or reported by the cache: a standard `Error`, `TypeError` or `RangeError` with a stable `code`. */
 export interface CacheError extends Error {
@@ -108,6 +113,23 @@ export interface RedisOptions {
   scanCount?: number
 }
 
+/**
+ * The L2's circuit breaker. Once the L2 refused, reset or did not answer `failures` calls in a row, every call skips
+ * it at once: reads answer from the L1 or as misses, `getOrSet` runs its loader, writes keep their L1 copy for at
+ * most {@link CacheOptions.busDownL1Ttl} (no other instance saw them). One background probe per cache then retries the
+ * L2, first after `retryAfter` seconds and then with jittered, doubling delays of at most 1 second (or `retryAfter`,
+ * if longer), and closes the breaker at its first answer. The outage is reported once to
+ * {@link CacheOptions.onError}, as `ERR_CACHE_L2_UNAVAILABLE`, when the breaker opens; skipped calls report nothing
+ * and count in {@link CacheStats.l2Skipped}. An error the L2 answered with (permissions, a table of another shape)
+ * does not count as an outage.
+ */
+export interface L2BreakerOptions {
+  /** Outages (refused, reset or timed-out calls) in a row that open the breaker. Integer from 1 to 100. Default `1`. */
+  failures?: number
+  /** Seconds before the first probe of an open breaker. Number from 0.05 to 60. Default `0.5`. */
+  retryAfter?: number
+}
+
 /** Options of {@link Cache}. Every option is optional; an invalid one throws a `TypeError` with code `ERR_CACHE_INVALID_OPTION` naming it. */
 export interface CacheOptions {
   /**
@@ -162,6 +184,22 @@ export interface CacheOptions {
    */
   maxLoadTime?: number
   /**
+   * The longest, in seconds, a `getOrSet` waits for its loader by default; see {@link GetOrSetOptions.hardTimeout}.
+   * Number from 0.001 to 3600. Default: none (as long as the loader takes).
+   */
+  hardTimeout?: number
+  /**
+   * Spreads expiries: each stored TTL (L2 and L1) is drawn uniformly within ±`jitter` × TTL, so that keys written
+   * together do not all expire, and miss, together. A fraction: Number from 0 to 1. Default `0` (every entry lives
+   * exactly its TTL).
+   */
+  jitter?: number
+  /**
+   * The L2's circuit breaker (see {@link L2BreakerOptions}), or `false` for none: every call then waits for the L2,
+   * up to `l2Timeout`, however long it has been down. Default: on, with its defaults, when there is an L2.
+   */
+  l2Breaker?: L2BreakerOptions | false
+  /**
    * Single-flight across processes: when several processes miss the same key in `getOrSet`, one runs the loader and
    * the others wait for its value in the L2 (Redis: a `SET NX PX` lock with an owner token; Postgres: an advisory
    * lock). Default `true` when there is an L2.
@@ -192,11 +230,37 @@ export interface CacheOptions {
 }
 
 /**
- * A per-call TTL: a number of seconds, or `{ ttl }`. Integer from 1 to 2592000. Default: the cache's `ttl`. An
- * options object must be a plain object of known options only (`{}` means the defaults); anything else, such as an
- * array or a misspelt option, throws a `TypeError` with `code: 'ERR_CACHE_INVALID_TTL'`.
+ * Options of one `set`. A plain object of these options only (`{}` means the defaults); anything else, such as an
+ * array or a misspelt option, throws a `TypeError` with `code: 'ERR_CACHE_INVALID_TTL'`, as does a value out of range.
  */
-export type TtlArgument = number | { ttl?: number }
+export interface SetOptions {
+  /** Time-to-live of the entry, in seconds. Integer from 1 to 2592000. Default: the cache's `ttl`. */
+  ttl?: number
+}
+
+/** Options of one `getOrSet`: those of {@link SetOptions}, and more. */
+export interface GetOrSetOptions extends SetOptions {
+  /**
+   * The longest this call waits for the loader, in seconds. Past it the call rejects with `ERR_CACHE_LOADER_TIMEOUT`,
+   * and the loader's `signal` is aborted. The load is not dropped: other callers waiting on it still get it, and a
+   * value that comes is stored. Number from 0.001 to 3600. Default: the cache's `hardTimeout` (none: as long as the
+   * loader takes).
+   */
+  hardTimeout?: number
+}
+
+/** A per-call TTL in seconds, or the call's options object. */
+export type TtlArgument = number | SetOptions
+
+/** What a `getOrSet` loader is given. */
+export interface LoaderContext {
+  /**
+   * Aborted, with the `ERR_CACHE_LOADER_TIMEOUT` or `ERR_CACHE_CLOSED` error as its reason, when the caller's
+   * `hardTimeout` passes or the cache is closed: hand it to `fetch` or your database client to stop work that no one
+   * waits for any more.
+   */
+  signal: AbortSignal
+}
 
 /**
  * Counters of a cache's native store, since it was created: shared by every `Cache` of the process that shares the
@@ -254,6 +318,15 @@ export interface CacheStats {
    * found lost.
    */
   busEchoTimeouts: number
+  /**
+   * Whether calls use the L2 now: `'up'`; `'down'` while the circuit breaker is open and calls skip it; `'none'` for a
+   * memory-only cache.
+   */
+  l2State: 'up' | 'down' | 'none'
+  /** L2 calls skipped, answered from the L1, as misses or by the loader at once, while the circuit breaker was open. */
+  l2Skipped: number
+  /** Times a probe found the L2 back and closed the circuit breaker. */
+  l2Recoveries: number
 }
 
 /**
@@ -296,12 +369,12 @@ export declare class Cache {
    * Writes a value to the L2 (one upsert or `SET ... PX`, carrying the bus announcement in the same round trip) and the
    * L1. Other instances drop their copy within the bus delay (milliseconds); to have the next read on every instance
    * see a change, `delete` the key instead, which waits for its announcement to come back.
-   * @param ttl - seconds, or `{ ttl }`; default the cache's `ttl`.
+   * @param options - the TTL in seconds, or {@link SetOptions}; default the cache's `ttl`.
    * Never rejects for an L2 failure: the L1 still gets the value, and the failure goes to `onError`.
    * @throws synchronously, with nothing written: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`,
    * `ERR_CACHE_INVALID_TTL`; `RangeError` `ERR_CACHE_VALUE_TOO_LARGE`; `Error` `ERR_CACHE_CLOSED`.
    */
-  set<T = unknown>(key: string, value: T, ttl?: TtlArgument): Promise<void>
+  set<T = unknown>(key: string, value: T, options?: number | SetOptions): Promise<void>
 
   /**
    * Returns the cached value, or on a miss in both tiers calls `loader` once, stores its result in the L2 and L1 and
@@ -310,10 +383,17 @@ export declare class Cache {
    * rejects its own call with that error and every call of the process that waited for it with
    * `ERR_CACHE_LOADER_FAILED` (its `cause` that error), and caches nothing; a waiter in another process loads itself. A loader result of `null` is cached (negative caching);
    * `undefined` is an `ERR_CACHE_INVALID_VALUE` rejection.
-   * @throws synchronously: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_LOADER`, `ERR_CACHE_INVALID_TTL`;
-   * `Error` `ERR_CACHE_CLOSED`.
+   * The loader gets a {@link LoaderContext}. With a `hardTimeout` (per call or the cache's), the call rejects with
+   * `ERR_CACHE_LOADER_TIMEOUT` past it while the load goes on and stores its value.
+   * @param options - the TTL in seconds, or {@link GetOrSetOptions}.
+   * @throws synchronously: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_LOADER`, `ERR_CACHE_INVALID_TTL`
+   * (any invalid per-call option); `Error` `ERR_CACHE_CLOSED`.
    */
-  getOrSet<T = unknown>(key: string, loader: () => T | Promise<T>, ttl?: TtlArgument): Promise<T>
+  getOrSet<T = unknown>(
+    key: string,
+    loader: (context: LoaderContext) => T | Promise<T>,
+    options?: number | GetOrSetOptions,
+  ): Promise<T>
 
   /**
    * Removes keys from both tiers and announces it on the bus. Resolves once the announcement has come back on this

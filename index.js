@@ -8,8 +8,9 @@ const { NativeCache, rules } = require('./binding.js')
 /** Every limit, default and error code comes from the core (crates/core/src/rules.rs), written there once. */
 const RULES = rules()
 const CODES = RULES.errorCodes
-const TTL_RULE = RULES.options.find((rule) => rule.name === 'ttl')
-const PER_CALL_OPTIONS = new Set(RULES.perCallOptions)
+const RULE_OF = Object.fromEntries(RULES.options.map((rule) => [rule.name, rule]))
+const SET_OPTIONS = new Set(RULES.perCallOptions.set)
+const GET_OR_SET_OPTIONS = new Set(RULES.perCallOptions.getOrSet)
 
 function cacheError(ErrorClass, code, message, options) {
   const error = new ErrorClass(message, options)
@@ -28,6 +29,15 @@ function fromInfo(info) {
  */
 function loaderFailed(message, cause = new Error(message)) {
   return cacheError(Error, CODES.LoaderFailed, message, { cause })
+}
+
+/** What a `getOrSet` caller gets past its `hardTimeout`; the load itself goes on and stores its value. */
+function loaderTimeout(ms) {
+  return cacheError(
+    Error,
+    CODES.LoaderTimeout,
+    `the loader did not settle within ${ms / 1000} s (hardTimeout); its value will be stored when it comes`,
+  )
 }
 
 /** A lone surrogate would reach native code as U+FFFD, and two different strings would become one. */
@@ -61,30 +71,44 @@ function invalidTtl(message) {
   return cacheError(TypeError, CODES.InvalidTtl, message)
 }
 
-/**
- * Checked here, not only natively, because a getOrSet answered from the L1 never reaches native code with its TTL,
- * and a bad TTL must throw whatever the cache holds; the rule is the core's (`RULES`). A per-call options object
- * is a plain object of known options only, so that a typo (`{ ttll: 60 }`) throws instead of silently meaning the
- * default.
- */
-function ttlSeconds(ttl) {
-  let seconds = ttl
-  if (ttl !== null && typeof ttl === 'object') {
-    if (Array.isArray(ttl) || Object.getPrototypeOf(ttl) !== Object.prototype && Object.getPrototypeOf(ttl) !== null) {
-      throw invalidTtl('per-call options must be a plain object, such as { ttl: 60 }')
-    }
-    for (const name of Object.keys(ttl)) {
-      if (!PER_CALL_OPTIONS.has(name)) {
-        throw invalidTtl(`unknown per-call option \`${name}\`; the known ones are: ${[...PER_CALL_OPTIONS].join(', ')}`)
-      }
-    }
-    seconds = ttl.ttl
-  }
-  if (seconds === undefined) return undefined
-  if (Number.isInteger(seconds) && seconds >= TTL_RULE.min && seconds <= TTL_RULE.max) return seconds
-  throw invalidTtl(
-    `a TTL must be an integer number of seconds from ${TTL_RULE.min} to ${TTL_RULE.max}, or { ttl: seconds }; got ${String(seconds)}`,
+function accepts(rule, value) {
+  return (
+    typeof value === 'number' &&
+    (rule.integer ? Number.isInteger(value) : Number.isFinite(value)) &&
+    value >= rule.min &&
+    value <= rule.max
   )
+}
+
+/**
+ * A call's options: a number (the TTL) or a plain object of the options `known` for that method, each checked by the
+ * rule of the constructor option of its name (`RULES`). Checked here, not only natively, because a getOrSet answered
+ * from the L1 never reaches native code, and a bad option must throw whatever the cache holds. A typo
+ * (`{ ttll: 60 }`) throws instead of silently meaning the default.
+ */
+function callOptions(argument, known) {
+  if (argument === undefined) return {}
+  if (argument === null || typeof argument !== 'object') {
+    if (accepts(RULE_OF.ttl, argument)) return { ttl: argument }
+    throw invalidTtl(
+      `a TTL must be an integer number of seconds from ${RULE_OF.ttl.min} to ${RULE_OF.ttl.max}, or { ttl: seconds }; got ${String(argument)}`,
+    )
+  }
+  const prototype = Object.getPrototypeOf(argument)
+  if (Array.isArray(argument) || (prototype !== Object.prototype && prototype !== null)) {
+    throw invalidTtl('per-call options must be a plain object, such as { ttl: 60 }')
+  }
+  for (const [name, value] of Object.entries(argument)) {
+    if (!known.has(name)) {
+      throw invalidTtl(`unknown per-call option \`${name}\`; the known ones are: ${[...known].join(', ')}`)
+    }
+    const rule = RULE_OF[name]
+    if (value !== undefined && !accepts(rule, value)) {
+      const kind = rule.integer ? 'an integer' : 'a number'
+      throw invalidTtl(`per-call option \`${name}\` must be ${kind} of seconds from ${rule.min} to ${rule.max}; got ${String(value)}`)
+    }
+  }
+  return argument
 }
 
 /**
@@ -183,6 +207,8 @@ class Cache {
   #report
   /** Per-thread single-flight: the JSON text each in-progress getOrSet load will produce, by key. */
   #loads = new Map()
+  /** The abort controllers of the loaders running in this thread: `close()` aborts them. */
+  #running = new Set()
   /** `immutable: true`: the frozen values of this thread; `null` otherwise. */
   #frozen = null
   #parse = JSON.parse
@@ -246,30 +272,52 @@ class Cache {
   set(key, value, ttl) {
     checkKey(key)
     const json = serialize(value)
-    const written = this.#native.set(key, json, ttlSeconds(ttl))
+    const written = this.#native.set(key, json, callOptions(ttl, SET_OPTIONS).ttl)
     this.#forgetLoads([key])
     return written.then((error) => this.#absorbed(error))
   }
 
-  getOrSet(key, loader, ttl) {
+  getOrSet(key, loader, options) {
     checkKey(key)
     if (typeof loader !== 'function') {
       throw cacheError(TypeError, CODES.InvalidLoader, `a loader must be a function; got ${typeof loader}`)
     }
-    const seconds = ttlSeconds(ttl)
+    const { ttl: seconds, hardTimeout } = callOptions(options, GET_OR_SET_OPTIONS)
     const hit = this.#l1Value(key)
     if (hit !== undefined) return Promise.resolve(hit)
+    const abort = new AbortController()
     const load = this.#loads.get(key)
     // Each caller parses its own copy (or gets a frozen one): no two callers ever share one mutable object.
-    if (load === undefined) return this.#lead(key, loader, seconds).then(this.#parse)
-    return this.#follow(load, key, loader, seconds).then(this.#parse)
+    const json =
+      load === undefined ? this.#lead(key, loader, seconds, abort) : this.#follow(load, key, loader, seconds, abort)
+    const hardTimeoutMs = hardTimeout === undefined ? this.#native.hardTimeoutMs : hardTimeout * 1000
+    return this.#within(json, hardTimeoutMs, abort).then(this.#parse)
   }
 
-  #lead(key, loader, seconds) {
+  /**
+   * The caller's wait for `json`, bounded by its hard timeout: past it, the caller gets `ERR_CACHE_LOADER_TIMEOUT`
+   * and its loader's signal is aborted, but the load is not dropped: whoever else waits still gets it, and a value
+   * that comes is stored.
+   */
+  #within(json, ms, abort) {
+    if (ms == null) return json
+    let timer
+    const timedOut = new Promise((_, reject) => {
+      // Not unref'd: a caller is waiting on it, as on any I/O.
+      timer = setTimeout(() => {
+        const error = loaderTimeout(ms)
+        abort.abort(error)
+        reject(error)
+      }, ms)
+    })
+    return Promise.race([json, timedOut]).finally(() => clearTimeout(timer))
+  }
+
+  #lead(key, loader, seconds, abort) {
     let loaderStarted
     const started = new Promise((resolve) => (loaderStarted = resolve))
     const load = { started, json: undefined }
-    load.json = this.#load(key, loader, seconds, true, loaderStarted).finally(() => {
+    load.json = this.#load(key, loader, seconds, abort, true, loaderStarted).finally(() => {
       loaderStarted()
       if (this.#loads.get(key) === load) this.#loads.delete(key)
     })
@@ -281,7 +329,7 @@ class Cache {
    * Waits for this thread's load of the key; once its loader runs, only as long as a caller in another thread or
    * process would (`lockTimeout`), then loads itself: a loader that never settles holds up no one for longer.
    */
-  #follow(load, key, loader, seconds) {
+  #follow(load, key, loader, seconds, abort) {
     this.#native.countLockWait()
     let timer
     const waited = load.started.then(
@@ -294,7 +342,7 @@ class Cache {
     return Promise.race([load.json, waited]).then(
       (json) => {
         clearTimeout(timer)
-        return json === TIMED_OUT ? this.#load(key, loader, seconds, false) : json
+        return json === TIMED_OUT ? this.#load(key, loader, seconds, abort, false) : json
       },
       (error) => {
         clearTimeout(timer)
@@ -303,18 +351,21 @@ class Cache {
     )
   }
 
-  async #load(key, loader, seconds, waitForOthers, loaderStarted) {
+  async #load(key, loader, seconds, abort, waitForOthers, loaderStarted) {
     const started = await this.#native.beginLoad(key, waitForOthers)
     this.#absorbed(started.error)
     if (started.json != null) return started.json
     if (started.failure) throw loaderFailed(started.failure.message)
     let json
+    this.#running.add(abort)
     try {
       loaderStarted?.()
-      json = serialize(await loader())
+      json = serialize(await loader({ signal: abort.signal }))
     } catch (error) {
       if (started.lease != null) await this.#native.failLoad(started.lease, errorMessage(error))
       throw error
+    } finally {
+      this.#running.delete(abort)
     }
     if (started.lease != null) this.#absorbed(await this.#native.completeLoad(started.lease, json, seconds))
     return json
@@ -366,6 +417,7 @@ class Cache {
   }
 
   close() {
+    for (const abort of this.#running) abort.abort(cacheError(Error, CODES.Closed, 'the cache is closed'))
     this.#native.close()
     this.#loads.clear()
     this.#frozen?.clear()

@@ -7,6 +7,9 @@ import pg from 'pg'
 import {
   Cache,
   L2S,
+  ThrowawayPostgres,
+  ThrowawayRedis,
+  freePort,
   POSTGRES_URL,
   eventually,
   openCache,
@@ -217,7 +220,9 @@ for (const backend of L2S) {
 
   test.serial(`${backend}: with the L2 black-holed, no call waits longer than l2Timeout`, async (t) => {
     const proxy = await proxyFor(t, backend)
-    const a = openCache(t, { url: proxied(proxy, backend), namespace: uniqueNamespace('hole'), l2Timeout: 1, onError: () => {} })
+    // Without the breaker, which would skip every call after the first: this is the bound of each call on its own.
+    const options = { url: proxied(proxy, backend), namespace: uniqueNamespace('hole'), l2Timeout: 1, l2Breaker: false } as const
+    const a = openCache(t, { ...options, onError: () => {} })
     await a.set('warm', 1)
     proxy.set('blackhole')
     const calls: Array<[string, () => Promise<unknown>]> = [
@@ -237,6 +242,120 @@ for (const backend of L2S) {
       t.true(ms < 1_900, `${name} took ${ms.toFixed(0)} ms with l2Timeout 1 s`)
     }
     t.log(`${backend}, L2 black-holed, l2Timeout 1 s, ms per call: ${took.join(', ')}`)
+  })
+}
+
+for (const backend of L2S) {
+  for (const fault of ['refuse', 'blackhole', 'reset'] as const) {
+    test.serial(`${backend}, L2 ${fault}: the breaker opens at the first outage, later calls skip the L2 at once, it closes soon after the L2 is back`, async (t) => {
+      const proxy = await proxyFor(t, backend)
+      const errors: CacheError[] = []
+      const namespace = uniqueNamespace(`brk-${fault}`)
+      const a = openCache(t, { url: proxied(proxy, backend), namespace, l2Timeout: 1, bus: false, onError: (e) => errors.push(e) })
+      const direct = openCache(t, { url: urlOf(backend), namespace, l1: false })
+      await a.set('cached', 'v1')
+      // 'reset' cuts the connections of the moment; 'refuse' and 'blackhole' also every later one.
+      proxy.set(fault)
+      const first = await timed(() => a.get('first'))
+      t.true(first.ms < 1_900, `the first call is bounded by l2Timeout (${first.ms.toFixed(0)} ms)`)
+      if (fault === 'reset') proxy.set('refuse')
+      await eventually(async () => (await a.getOrSet(`probe-${Date.now()}`, async () => 1), (await a.stats()).l2State === 'down'), 5_000)
+      t.is((await a.stats()).l2State, 'down')
+      const slowest = { ms: 0, call: '' }
+      const calls: Array<[string, (i: number) => Promise<unknown>]> = [
+        ['get', (i) => a.get(`g${i}`)],
+        ['set', (i) => a.set(`s${i}`, i)],
+        ['getOrSet', (i) => a.getOrSet(`o${i}`, async () => i)],
+        ['delete', (i) => a.delete(`d${i}`)],
+        ['has', (i) => a.has(`h${i}`)],
+      ]
+      for (let i = 0; i < 20; i++) {
+        for (const [name, call] of calls) {
+          const { ms } = await timed(() => call(i))
+          if (ms > slowest.ms) Object.assign(slowest, { ms, call: name })
+        }
+      }
+      const burst = await timed(() => Promise.all(Array.from({ length: 200 }, (_, i) => a.getOrSet(`burst${i}`, async () => i))))
+      t.deepEqual(burst.value, Array.from({ length: 200 }, (_, i) => i), 'every loader value is returned')
+      t.true(slowest.ms < 50, `with the breaker open no call waits for the L2 (slowest: ${slowest.call} ${slowest.ms.toFixed(1)} ms)`)
+      t.true(burst.ms < 500, `200 concurrent getOrSet took ${burst.ms.toFixed(0)} ms`)
+      t.is(await a.get('cached'), 'v1', 'the L1 still answers')
+      const opened = errors.filter((e) => e.code === 'ERR_CACHE_L2_UNAVAILABLE' && /skip/.test(e.message))
+      t.is(opened.length, 1, `the outage is reported once: ${errors.map((e) => e.code).join(', ')}`)
+      t.true((await a.stats()).l2Skipped >= 120)
+      t.log(`${backend}, ${fault}: first call ${first.ms.toFixed(0)} ms, then the slowest of 100 calls ${slowest.ms.toFixed(2)} ms, 200 concurrent getOrSet ${burst.ms.toFixed(1)} ms`)
+
+      proxy.set('pass')
+      const back = performance.now()
+      t.true(await eventually(async () => (await a.stats()).l2State === 'up', 5_000, 10), 'the breaker closes')
+      const recoveredMs = performance.now() - back
+      t.true(recoveredMs < 2_000, `closed ${recoveredMs.toFixed(0)} ms after the L2's return`)
+      t.log(`${backend}, ${fault}: the breaker closed ${recoveredMs.toFixed(0)} ms after the L2 came back`)
+      await a.set('after', 'v2')
+      t.is(await direct.get('after'), 'v2', 'writes reach the L2 again')
+      t.is((await a.stats()).l2Recoveries, 1)
+    })
+  }
+}
+
+/** A server of the test's own that it can kill and start again. */
+interface Killable {
+  url: string
+  start(): Promise<void>
+  kill(): Promise<void>
+}
+
+for (const backend of L2S) {
+  test.serial(`${backend}: killed while 200 calls run, no call rejects or waits past l2Timeout, and the cache is back within 2 s of the restart`, async (t) => {
+    let server: Killable
+    if (backend === 'redis') {
+      const redis = new ThrowawayRedis(await freePort())
+      server = { url: redis.url, start: () => redis.start(), kill: () => redis.stop() }
+      t.teardown(() => redis.stop())
+    } else {
+      const pg = new ThrowawayPostgres(await freePort())
+      await pg.init()
+      server = { url: `${pg.url}?sslmode=disable`, start: () => pg.start(), kill: () => pg.kill() }
+      t.teardown(() => pg.destroy())
+    }
+    await server.start()
+    const errors: CacheError[] = []
+    const cache = openCache(t, { url: server.url, namespace: uniqueNamespace('kill'), l2Timeout: 0.5, onError: (e) => errors.push(e) })
+    const direct = openCache(t, { url: server.url, namespace: cache.namespace, l1: false })
+    await cache.set('warm', 0)
+    t.is(await direct.get('warm'), 0)
+    let running = true
+    let slowest = 0
+    let calls = 0
+    const caller = async (n: number) => {
+      for (let i = 0; running; i++) {
+        const key = `k${n}-${i % 20}`
+        const started = performance.now()
+        await (i % 3 === 0 ? cache.set(key, i) : i % 3 === 1 ? cache.get(key) : cache.getOrSet(key, async () => i))
+        slowest = Math.max(slowest, performance.now() - started)
+        calls++
+        if (i % 50 === 0) await sleep(1)
+      }
+    }
+    const callers = Array.from({ length: 200 }, (_, n) => caller(n))
+    await sleep(300)
+    await server.kill()
+    await sleep(1_500)
+    t.is((await cache.stats()).l2State, 'down')
+    await server.start()
+    const back = performance.now()
+    t.true(await eventually(async () => (await cache.stats()).l2State === 'up', 5_000, 10), 'the breaker closes')
+    const recoveredMs = performance.now() - back
+    await sleep(300)
+    running = false
+    await t.notThrowsAsync(Promise.all(callers), 'no call rejected')
+    t.true(slowest < 1_500, `the slowest call took ${slowest.toFixed(0)} ms with l2Timeout 0.5 s`)
+    t.true(recoveredMs < 2_000, `used the L2 again ${recoveredMs.toFixed(0)} ms after the restart`)
+    const codes = errors.map((e) => e.code)
+    t.true(codes.every((code) => ['ERR_CACHE_L2_UNAVAILABLE', 'ERR_CACHE_L2_TIMEOUT', 'ERR_CACHE_BUS'].includes(code)), codes.join())
+    await cache.set('after', 'v')
+    t.is(await direct.get('after'), 'v', 'writes reach the restarted server')
+    t.log(`${backend} killed under 200 concurrent callers (${calls} calls): slowest ${slowest.toFixed(0)} ms, back ${recoveredMs.toFixed(0)} ms after the restart, ${errors.length} reports`)
   })
 }
 

@@ -1,5 +1,8 @@
 import type { ExecutionContext } from 'ava'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { createServer } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
@@ -178,6 +181,72 @@ export class ThrowawayRedis {
     child.kill('SIGKILL')
     await exited
     this.child = undefined
+  }
+}
+
+/**
+ * A Postgres cluster of the test's own (`initdb` in a temporary folder, trust auth, loopback only), started, killed
+ * and restarted by the test. Postgres refuses to run as root, so its commands run as the `postgres` user when the
+ * test runs as root. `stop()` kills the postmaster by the pid it wrote, as a crash would.
+ */
+export class ThrowawayPostgres {
+  readonly dir: string
+  private bin = ''
+  constructor(readonly port: number) {
+    this.dir = mkdtempSync(path.join(tmpdir(), 'tc-pg-'))
+  }
+
+  get url(): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/postgres`
+  }
+
+  private run(command: string, args: string[]): void {
+    const asPostgres = process.getuid?.() === 0
+    const [file, argv] = asPostgres ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args]
+    execFileSync(file, argv, { stdio: 'ignore' })
+  }
+
+  async init(): Promise<void> {
+    const versions = readdirSync('/usr/lib/postgresql').sort()
+    this.bin = `/usr/lib/postgresql/${versions[versions.length - 1]}/bin`
+    if (process.getuid?.() === 0) execFileSync('chown', ['postgres:postgres', this.dir])
+    this.run(`${this.bin}/initdb`, ['-D', this.dir, '-U', 'postgres', '--auth=trust', '--no-sync'])
+  }
+
+  async start(): Promise<void> {
+    const options = `-p ${this.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${this.dir} -c fsync=off`
+    this.run(`${this.bin}/pg_ctl`, ['-D', this.dir, '-o', options, '-l', path.join(this.dir, 'log'), '-w', 'start'])
+  }
+
+  /** Kills the postmaster with SIGKILL, as a crash would; its backends exit when they notice. */
+  async kill(): Promise<void> {
+    const pidFile = path.join(this.dir, 'postmaster.pid')
+    if (!existsSync(pidFile)) return
+    const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0])
+    try {
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      return
+    }
+    await eventually(() => !processAlive(pid), 10_000)
+    rmSync(pidFile, { force: true })
+  }
+
+  /** Stops the cluster (by its pid) and removes its folder. */
+  async destroy(): Promise<void> {
+    await this.kill()
+    await sleep(200)
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+/** Whether process `pid` is still alive. */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
   }
 }
 

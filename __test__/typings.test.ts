@@ -16,7 +16,7 @@ interface NumberRule {
 }
 interface Rules {
   options: NumberRule[]
-  perCallOptions: string[]
+  perCallOptions: { set: string[]; getOrSet: string[] }
   errorCodes: Record<string, string>
   busLossDetectionMs: number
 }
@@ -28,7 +28,7 @@ const DTS = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8')
 
 /** The text between `export interface <name> {` and its closing brace at the start of a line. */
 function interfaceBody(name: string): string {
-  const start = DTS.indexOf(`export interface ${name} {`)
+  const start = DTS.search(new RegExp(`export interface ${name} (extends \\w+ )?\\{`))
   if (start < 0) throw new Error(`index.d.ts has no interface ${name}`)
   return DTS.slice(start, DTS.indexOf('\n}', start))
 }
@@ -46,6 +46,7 @@ const INTERFACE_OF_PREFIX: Record<string, string> = {
   l1: 'L1Options',
   postgres: 'PostgresOptions',
   redis: 'RedisOptions',
+  l2Breaker: 'L2BreakerOptions',
 }
 
 test('the error codes of index.d.ts are exactly the native ones, each documented', (t) => {
@@ -68,13 +69,18 @@ test('every numeric option is documented with its native range, unit and default
   }
 })
 
-test('the per-call options of index.d.ts are the native ones', (t) => {
-  const objectForm = /export type TtlArgument = number \| \{([^}]*)\}/.exec(DTS)?.[1] ?? ''
-  const typed = [...objectForm.matchAll(/(\w+)\?:/g)].map((m) => m[1]).sort()
-  t.deepEqual(typed, [...RULES.perCallOptions].sort())
-  const ttl = RULES.options.find((rule) => rule.name === 'ttl')!
-  const before = DTS.slice(0, DTS.indexOf('export type TtlArgument'))
-  t.true(before.slice(before.lastIndexOf('/**')).includes(`from ${ttl.min} to ${ttl.max}`))
+test('the per-call options of index.d.ts are the native ones, each documented with its rule', (t) => {
+  const setOptions = interfaceBody('SetOptions')
+  const getOrSetOptions = interfaceBody('GetOrSetOptions')
+  t.regex(DTS, /export interface GetOrSetOptions extends SetOptions \{/)
+  const fields = (body: string) => [...body.matchAll(/\n {2}(\w+)\?: /g)].map((m) => m[1])
+  t.deepEqual(fields(setOptions).sort(), [...RULES.perCallOptions.set].sort())
+  t.deepEqual([...fields(setOptions), ...fields(getOrSetOptions)].sort(), [...RULES.perCallOptions.getOrSet].sort())
+  for (const name of RULES.perCallOptions.getOrSet) {
+    const rule = RULES.options.find((r) => r.name === name)!
+    const body = fields(setOptions).includes(name) ? setOptions : getOrSetOptions
+    t.true(docOf(body, name).includes(`from ${rule.min} to ${rule.max}`), `per-call ${name}`)
+  }
 })
 
 test('CacheStats documents exactly the fields stats() returns', async (t) => {

@@ -187,6 +187,12 @@ impl NativeCache {
         self.cache.as_ref().map_or(0.0, |c| c.lock_timeout_ms() as f64)
     }
 
+    /// The default `hardTimeout` of `getOrSet`, in ms; `undefined` when there is none.
+    #[napi(getter)]
+    pub fn hard_timeout_ms(&self) -> Option<f64> {
+        self.cache.as_ref().and_then(|c| c.hard_timeout_ms()).map(|ms| ms as f64)
+    }
+
     /// The L1's bounds `[maxEntries, maxBytes]` (0, 0 without an L1): `index.js` bounds its per-thread frozen values
     /// (`immutable`) by them.
     #[napi(getter)]

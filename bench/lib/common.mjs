@@ -35,6 +35,7 @@ export const N = {
   memoryEntries: QUICK ? 2_000 : 100_000,
   eventLoopMs: QUICK ? 300 : 3_000,
   workerMs: QUICK ? 200 : 1_000,
+  l2DownOps: QUICK ? 3 : 500,
 }
 
 let tieredModule

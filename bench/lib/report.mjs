@@ -96,6 +96,15 @@ function targets(r, cmp) {
     const worst = maxRep(r.invalidate, 'tiered-cache (Redis)', 'maxCommandMs')
     add('inv-redis', 'Redis command during invalidatePattern', 'under 10 ms each', `${worst.toFixed(2)} ms longest (${r.invalidate['tiered-cache (Redis)'].longestCommand.median})`, worst < 10)
   }
+  const down = r.l2down
+  if (down) {
+    const memory = down['tiered-cache, memory only']
+    const extra = Object.entries(down)
+      .filter(([name]) => name.startsWith('tiered-cache, ') && name !== 'tiered-cache, memory only')
+      .flatMap(([name, m]) => ['getP50Us', 'getOrSetP50Us'].map((k) => ({ name, k, us: m[k].median - memory[k].median })))
+    const worst = extra.reduce((a, b) => (b.us > a.us ? b : a), { us: -Infinity })
+    add('l2-down', 'a call once the L2 failed (refused or black-holed)', 'under 1 ms more than memory only', `${worst.us.toFixed(1)} µs more at worst (${worst.name}, ${worst.k === 'getP50Us' ? 'get' : 'getOrSet'} p50)`, worst.us < 1000)
+  }
   k = c('memory per 1 KB entry: tiered RSS vs lru-cache heap')
   add('memory', 'memory per 1 KB entry', 'at most lru-cache\'s heap bytes per parsed entry', k ? `${Math.round(k.tiered)} B RSS vs ${Math.round(k.peerValue)} B heap (${x(k.ratio)})` : 'n/a', k && k.ratio <= 1)
   return t
@@ -207,6 +216,7 @@ export async function report({ results, started, quick, counts, chartFile }) {
   section(`6. Memory, ${results.memory?.entries} entries of the 1 KB value`, results.memory, [['rssBytesPerEntry', 'RSS B/entry'], ['heapBytesPerEntry', 'heap B/entry'], ['externalBytesPerEntry', 'external B/entry']], 'Each measurement in a fresh process with --expose-gc; the store is created before the baseline. tiered-cache keeps entries in native memory (RSS), lru-cache in the V8 heap.')
   section('7. Event loop under a write-heavy mixed load (7 writes in 10)', results.eventloop, [['p99DelayMs', 'p99 delay ms'], ['maxDelayMs', 'max delay ms'], ['opsPerSec', 'ops/s', 'ops/s']], `${counts.inflight} requests in flight for ${counts.eventLoopMs} ms, perf_hooks.monitorEventLoopDelay.`)
   section('8. Worker threads, L1 hit', results.workers, [['opsPerSec', 'ops/s (all workers)', 'ops/s']], 'The main thread fills one tiered-cache L1; the workers read it. lru-cache: each worker fills its own copy (a JS cache cannot be shared).')
+  section('9. L2 down: the cost of a call once the L2 failed', results.l2down, [['getP50Us', 'get p50 µs'], ['getP99Us', 'get p99 µs'], ['getOrSetP50Us', 'getOrSet p50 µs'], ['getOrSetP99Us', 'getOrSet p99 µs'], ['cappedCalls', 'calls cut at 1 s']], 'Refused: nothing listens on the port. Black-holed: a server accepts and never answers. Each contender with its defaults; the first failing call is made and left out, then every call of a key that is in no tier is timed. A call still waiting after 1 s is cut and counted at 1 s.')
   md.push('## Closing note', '')
   md.push(ANALYSIS.closing ?? '', '')
   return { json, markdown: md.join('\n'), svg: await chart(cmp) }

@@ -19,7 +19,7 @@ use crate::pattern::Pattern;
 use crate::registry::shared_store;
 use crate::stats::StatsSnapshot;
 use crate::store::{ErrorSink, Json, LoadLease, LoadStep, Outcome, Store};
-use crate::ttl::per_call_ttl_ms;
+use crate::ttl::{jittered, per_call_ttl_ms};
 use crate::value::validate_json;
 
 /// Patterns may be this long at least, whatever `maxKeyLength` says.
@@ -111,8 +111,15 @@ impl Cache {
         validate_key(key, self.handle.max_key_len)
     }
 
+    /// The TTL a write stores, in ms: the call's or the default, spread by `jitter`.
     fn ttl_ms(&self, ttl_seconds: Option<f64>) -> Result<u64> {
-        ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)
+        let ttl_ms = ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)?;
+        Ok(jittered(ttl_ms, self.handle.jitter))
+    }
+
+    /// The default `hardTimeout` of `getOrSet`, in ms (option `hardTimeout`); `None` when there is none.
+    pub fn hard_timeout_ms(&self) -> Option<u64> {
+        self.handle.hard_timeout_ms
     }
 
     /// An L1 hit, counted; `None` on an L1 miss, which the caller follows up with [`Self::get_after_l1_miss`].

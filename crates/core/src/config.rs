@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::l2::postgres::PostgresConfig;
 use crate::l2::redis::RedisConfig;
+pub use crate::store::BreakerConfig;
 
 /// Which L2 a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +62,8 @@ pub struct StoreConfig {
     /// `getOrSet` load that takes longer returns its value but does not store it, since the L2 no longer remembers
     /// whether the key changed while it ran; deleted keys leave a tombstone, and expired entries stay, this long.
     pub max_load_time_ms: u64,
+    /// The L2's circuit breaker (option `l2Breaker`, on by default); `None` when turned off or without an L2.
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl StoreConfig {
@@ -82,7 +85,7 @@ impl StoreConfig {
 
 /// Settings of one `Cache` handle, on top of its store's. Kept apart so that caches differing only in these still
 /// share one store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HandleConfig {
     /// TTL of a write that gives none, and L1 lifetime of an L2 entry that has no expiry, in ms (option `ttl`,
     /// [`crate::rules::TTL`]).
@@ -93,10 +96,15 @@ pub struct HandleConfig {
     /// Longest JSON text of a value, in bytes (option `maxValueBytes`, [`crate::rules::MAX_VALUE_BYTES`]); a longer
     /// one fails with `ERR_CACHE_VALUE_TOO_LARGE`.
     pub max_value_bytes: usize,
+    /// The default `hardTimeout` of `getOrSet`, in ms (option `hardTimeout`, [`crate::rules::HARD_TIMEOUT`]); `None`:
+    /// a caller waits for its loader as long as it takes. `index.js` runs the timer.
+    pub hard_timeout_ms: Option<u64>,
+    /// The spread of stored TTLs, as a fraction of the TTL (option `jitter`, [`crate::rules::JITTER`]).
+    pub jitter: f64,
 }
 
 /// Everything the options say.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The part that selects the shared store (see [`crate::registry::shared_store`]).
     pub store: StoreConfig,

@@ -31,11 +31,14 @@ pub enum ErrorKind {
     Bus,
     /// The load a `getOrSet` waited for (run by another caller, in any thread) failed.
     LoaderFailed,
+    /// A `getOrSet` with no stale value to fall back on waited `hardTimeout` for its loader (raised by `index.js`,
+    /// which takes the code from here); the load goes on, and its value is stored when it comes.
+    LoaderTimeout,
 }
 
 impl ErrorKind {
     /// Every kind, for the binding to hand their codes to JavaScript.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::InvalidOption,
         ErrorKind::InvalidKey,
         ErrorKind::InvalidValue,
@@ -49,6 +52,7 @@ impl ErrorKind {
         ErrorKind::L2,
         ErrorKind::Bus,
         ErrorKind::LoaderFailed,
+        ErrorKind::LoaderTimeout,
     ];
 
     /// The stable code of this kind, e.g. `ERR_CACHE_INVALID_KEY`.
@@ -67,6 +71,7 @@ impl ErrorKind {
             ErrorKind::L2 => "ERR_CACHE_L2",
             ErrorKind::Bus => "ERR_CACHE_BUS",
             ErrorKind::LoaderFailed => "ERR_CACHE_LOADER_FAILED",
+            ErrorKind::LoaderTimeout => "ERR_CACHE_LOADER_TIMEOUT",
         }
     }
 
@@ -92,12 +97,33 @@ pub struct CacheError {
     pub kind: ErrorKind,
     /// For people, not for matching (match on the code); never holds a password (see [`crate::l2::Redactor`]).
     pub message: String,
+    /// An L2 call the open circuit breaker skipped: the breaker reported the outage once, so this is not reported.
+    skipped: bool,
 }
 
 impl CacheError {
     /// An error of `kind`; `message` must already be free of credentials.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        CacheError { kind, message: message.into() }
+        CacheError { kind, message: message.into(), skipped: false }
+    }
+
+    /// An L2 call skipped because the circuit breaker is open.
+    pub(crate) fn skipped() -> Self {
+        CacheError {
+            skipped: true,
+            ..CacheError::new(ErrorKind::L2Unavailable, "the L2 is down (circuit breaker open)")
+        }
+    }
+
+    /// Whether this is [`Self::skipped`].
+    pub(crate) fn is_skipped(&self) -> bool {
+        self.skipped
+    }
+
+    /// Whether the L2 could not be reached or did not answer in time: what trips the circuit breaker (an error the
+    /// server answered with does not).
+    pub(crate) fn is_outage(&self) -> bool {
+        matches!(self.kind, ErrorKind::L2Unavailable | ErrorKind::L2Timeout)
     }
 
     /// `ERR_CACHE_INVALID_OPTION`: "option `name` must be `expected`". It never quotes the value, which may be a

@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Backend, Config, HandleConfig, L1Config, StoreConfig};
+use crate::config::{Backend, BreakerConfig, Config, HandleConfig, L1Config, StoreConfig};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::key::{validate_namespace, DEFAULT_NAMESPACE};
 use crate::l2::postgres::PostgresConfig;
@@ -22,7 +22,7 @@ struct Options {
     url: Option<String>,
     namespace: Option<String>,
     ttl: Option<f64>,
-    l1: Option<L1Setting>,
+    l1: Option<Toggle<L1Options>>,
     postgres: Option<PostgresOptions>,
     redis: Option<RedisOptions>,
     l2_timeout: Option<f64>,
@@ -33,13 +33,23 @@ struct Options {
     distributed_lock: Option<bool>,
     lock_timeout: Option<f64>,
     max_load_time: Option<f64>,
+    l2_breaker: Option<Toggle<BreakerOptions>>,
+    hard_timeout: Option<f64>,
+    jitter: Option<f64>,
 }
 
-/// `l1`: `false`, `true` or an object.
+/// An option group that can also be `false` (off) or `true` (on, with its defaults).
 #[derive(Debug)]
-enum L1Setting {
+enum Toggle<T> {
     Off,
-    On(L1Options),
+    On(T),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BreakerOptions {
+    failures: Option<f64>,
+    retry_after: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,22 +76,22 @@ struct RedisOptions {
     scan_count: Option<f64>,
 }
 
-impl<'de> Deserialize<'de> for L1Setting {
+impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Toggle<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct L1Visitor;
-        impl<'de> Visitor<'de> for L1Visitor {
-            type Value = L1Setting;
+        struct ToggleVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for ToggleVisitor<T> {
+            type Value = Toggle<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object or false")
             }
-            fn visit_bool<E: de::Error>(self, on: bool) -> std::result::Result<L1Setting, E> {
-                Ok(if on { L1Setting::On(L1Options::default()) } else { L1Setting::Off })
+            fn visit_bool<E: de::Error>(self, on: bool) -> std::result::Result<Toggle<T>, E> {
+                Ok(if on { Toggle::On(T::default()) } else { Toggle::Off })
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<L1Setting, A::Error> {
-                L1Options::deserialize(de::value::MapAccessDeserializer::new(map)).map(L1Setting::On)
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Toggle<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Toggle::On)
             }
         }
-        deserializer.deserialize_any(L1Visitor)
+        deserializer.deserialize_any(ToggleVisitor(std::marker::PhantomData))
     }
 }
 
@@ -92,7 +102,7 @@ fn expected_at(path: &str) -> String {
     }
     match path {
         "" => "an object",
-        "l1" => "an object or false",
+        "l1" | "l2Breaker" => "an object or false",
         "postgres" | "redis" => "an object",
         "bus" | "distributedLock" | "postgres.unlogged" => "a boolean",
         "postgres.table" | "postgres.schema" => "a Postgres identifier of 1 to 63 bytes",
@@ -143,10 +153,9 @@ fn validate(o: Options, env_url: Option<String>) -> Result<Config> {
     let store = StoreConfig {
         l2,
         namespace,
-        l1: match o.l1 {
-            Some(L1Setting::Off) => None,
-            Some(L1Setting::On(l1)) => Some(l1_config(l1)?),
-            None => Some(l1_config(L1Options::default())?),
+        l1: match o.l1.unwrap_or(Toggle::On(L1Options::default())) {
+            Toggle::Off => None,
+            Toggle::On(l1) => Some(l1_config(l1)?),
         },
         postgres: postgres_config(o.postgres.unwrap_or_default())?,
         redis: RedisConfig {
@@ -158,11 +167,21 @@ fn validate(o: Options, env_url: Option<String>) -> Result<Config> {
         distributed_lock: o.distributed_lock.unwrap_or(true) && has_l2,
         lock_timeout_ms: millis(&rules::LOCK_TIMEOUT, o.lock_timeout)?,
         max_load_time_ms: millis(&rules::MAX_LOAD_TIME, o.max_load_time)?,
+        breaker: match o.l2_breaker.unwrap_or(Toggle::On(BreakerOptions::default())) {
+            Toggle::Off => None,
+            Toggle::On(b) => Some(BreakerConfig {
+                failures: rules::L2_BREAKER_FAILURES.or_default(b.failures)? as u32,
+                retry_after_ms: millis(&rules::L2_BREAKER_RETRY_AFTER, b.retry_after)?,
+            })
+            .filter(|_| has_l2),
+        },
     };
     let handle = HandleConfig {
         default_ttl_ms: millis(&rules::TTL, o.ttl)?,
         max_key_len: rules::MAX_KEY_LENGTH.or_default(o.max_key_length)? as usize,
         max_value_bytes: rules::MAX_VALUE_BYTES.or_default(o.max_value_bytes)? as usize,
+        hard_timeout_ms: rules::HARD_TIMEOUT.check(o.hard_timeout)?.map(|s| (s * 1000.0).round() as u64),
+        jitter: rules::JITTER.or_default(o.jitter)?,
     };
     Ok(Config { store, handle })
 }
@@ -277,6 +296,11 @@ mod tests {
             (json!({ "bus": 1 }), "`bus`"),
             (json!({ "tll": 300 }), "`tll`"),
             (json!({ "l1": { "maxEntry": 1 } }), "`l1.maxEntry`"),
+            (json!({ "l2Breaker": { "failures": 0 } }), "`l2Breaker.failures`"),
+            (json!({ "l2Breaker": { "retryAfter": 0 } }), "`l2Breaker.retryAfter`"),
+            (json!({ "l2Breaker": 1 }), "`l2Breaker`"),
+            (json!({ "jitter": 1.5 }), "`jitter`"),
+            (json!({ "hardTimeout": 0 }), "`hardTimeout`"),
             (json!({ "postgres": { "tabel": "x" } }), "`postgres.tabel`"),
             (json!(5), "`options`"),
         ] {
@@ -289,6 +313,17 @@ mod tests {
     fn an_unknown_option_lists_the_known_ones() {
         let message = message_of(json!({ "tll": 300 }));
         assert!(message.contains("`ttl`") && message.contains("`maxLoadTime`"), "{message}");
+    }
+
+    #[test]
+    fn the_breaker_is_on_with_an_l2_and_can_be_turned_off() {
+        let url = "redis://h";
+        let on = parse(&json!({ "url": url }), None).unwrap().store.breaker;
+        assert_eq!(on, Some(BreakerConfig { failures: 1, retry_after_ms: 500 }));
+        assert_eq!(parse(&json!({ "url": url, "l2Breaker": false }), None).unwrap().store.breaker, None);
+        let tuned = parse(&json!({ "url": url, "l2Breaker": { "failures": 3, "retryAfter": 2 } }), None).unwrap();
+        assert_eq!(tuned.store.breaker, Some(BreakerConfig { failures: 3, retry_after_ms: 2000 }));
+        assert_eq!(parse(&Value::Null, None).unwrap().store.breaker, None, "memory only has no L2 to break");
     }
 
     #[test]

@@ -91,6 +91,14 @@ pub const POSTGRES_POOL_SIZE: NumberRule = rule("postgres.poolSize", 1.0, 1000.0
 /// `postgres.cleanupInterval`: the period of the expiry sweep.
 pub const POSTGRES_CLEANUP_INTERVAL: NumberRule =
     rule("postgres.cleanupInterval", 1.0, 86_400.0, true, Some(60.0), "seconds");
+/// `l2Breaker.failures`: L2 outages (refused, reset or timed-out calls) in a row that open the circuit breaker.
+pub const L2_BREAKER_FAILURES: NumberRule = rule("l2Breaker.failures", 1.0, 100.0, true, Some(1.0), "calls");
+/// `l2Breaker.retryAfter`: the wait before the breaker's first probe of the L2.
+pub const L2_BREAKER_RETRY_AFTER: NumberRule = rule("l2Breaker.retryAfter", 0.05, 60.0, false, Some(0.5), "seconds");
+/// `hardTimeout`: the longest a `getOrSet` waits for its loader when there is no stale value; none by default.
+pub const HARD_TIMEOUT: NumberRule = rule("hardTimeout", 0.001, 3600.0, false, None, "seconds");
+/// `jitter`: each stored TTL is drawn uniformly within ±`jitter` × TTL, so keys written together expire apart.
+pub const JITTER: NumberRule = rule("jitter", 0.0, 1.0, false, Some(0.0), "fraction");
 /// `redis.scanCount`: the `COUNT` hint of each `SCAN` step.
 pub const REDIS_SCAN_COUNT: NumberRule = rule("redis.scanCount", 10.0, 100_000.0, true, Some(1000.0), "keys");
 
@@ -108,11 +116,26 @@ pub const NUMBER_RULES: &[NumberRule] = &[
     L1_TTL,
     POSTGRES_POOL_SIZE,
     POSTGRES_CLEANUP_INTERVAL,
+    L2_BREAKER_FAILURES,
+    L2_BREAKER_RETRY_AFTER,
+    HARD_TIMEOUT,
+    JITTER,
     REDIS_SCAN_COUNT,
 ];
 
-/// The options a single call takes (`set(key, value, { ttl })`, `getOrSet(key, loader, { ttl })`).
-pub const PER_CALL_OPTIONS: &[&str] = &["ttl"];
+/// The options each call takes, by method; each follows the rule of the constructor option of its name, and an
+/// invalid one is an `ERR_CACHE_INVALID_TTL`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerCallOptions {
+    /// `set(key, value, { ... })`.
+    pub set: &'static [&'static str],
+    /// `getOrSet(key, loader, { ... })`.
+    pub get_or_set: &'static [&'static str],
+}
+
+/// The options each call takes.
+pub const PER_CALL_OPTIONS: PerCallOptions = PerCallOptions { set: &["ttl"], get_or_set: &["ttl", "hardTimeout"] };
 
 /// What the binding hands to JavaScript: every rule and every error code.
 #[derive(Debug, Serialize)]
@@ -121,7 +144,7 @@ pub struct Rules {
     /// [`NUMBER_RULES`].
     pub options: &'static [NumberRule],
     /// [`PER_CALL_OPTIONS`].
-    pub per_call_options: &'static [&'static str],
+    pub per_call_options: PerCallOptions,
     /// Each error kind's code, by kind name (`InvalidKey` → `ERR_CACHE_INVALID_KEY`).
     pub error_codes: std::collections::BTreeMap<String, &'static str>,
     /// The longest a lost or half-open bus goes unnoticed, in ms ([`crate::bus::BUS_LOSS_DETECTION_MS`]).

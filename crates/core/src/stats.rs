@@ -2,6 +2,32 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Whether the store uses its L2 now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum L2State {
+    /// Calls go to the L2.
+    #[default]
+    Up,
+    /// The circuit breaker is open: calls skip the L2 until a probe finds it back.
+    Down,
+    /// Memory only: there is no L2.
+    None,
+}
+
+/// What a snapshot measures now rather than counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// Entries in the L1.
+    pub l1_entries: u64,
+    /// Bytes of keys plus JSON text in the L1.
+    pub l1_bytes: u64,
+    /// Whether the bus is subscribed and proven.
+    pub bus_up: bool,
+    /// Whether calls use the L2.
+    pub l2_state: L2State,
+}
+
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Live counters of one store, shared by every handle on it.
@@ -22,18 +48,22 @@ macro_rules! counters {
             pub l1_bytes: u64,
             /// Whether the invalidation bus is subscribed and proven by a probe now; `false` without a bus.
             pub bus_up: bool,
+            /// Whether calls use the L2 now, or skip it while the circuit breaker is open.
+            pub l2_state: L2State,
         }
 
         impl Stats {
-            /// Reads every counter; the L1 and bus gauges come from the caller, which owns them. The counters are read one
-            /// by one, so a snapshot taken under load may be off by the calls in flight.
-            pub fn snapshot(&self, l1_entries: u64, l1_bytes: u64, bus_up: bool) -> StatsSnapshot {
+            /// Reads every counter; the gauges come from the caller, which owns what they measure. The counters are
+            /// read one by one, so a snapshot taken under load may be off by the calls in flight.
+            pub fn snapshot(&self, gauges: Gauges) -> StatsSnapshot {
+                let Gauges { l1_entries, l1_bytes, bus_up, l2_state } = gauges;
                 let mut snapshot = StatsSnapshot {
                     $($name: self.$name.load(Ordering::Relaxed),)*
                     hit_rate: 0.0,
                     l1_entries,
                     l1_bytes,
                     bus_up,
+                    l2_state,
                 };
                 snapshot.hit_rate = hit_rate(snapshot.hits, snapshot.misses);
                 snapshot
@@ -75,6 +105,10 @@ counters!(
     /// Removals announced on the bus whose own message did not come back within `l2Timeout`: other instances may
     /// keep their copy until the bus is found lost (and their L1 dropped).
     bus_echo_timeouts,
+    /// L2 calls skipped, answered from the L1 or the loader at once, while the circuit breaker was open.
+    l2_skipped,
+    /// Times a probe found the L2 back and closed the circuit breaker.
+    l2_recoveries,
 );
 
 /// Adds one to a counter.
@@ -104,16 +138,18 @@ mod tests {
     #[test]
     fn hit_rate_is_hits_over_reads() {
         let stats = Stats::default();
-        assert_eq!(stats.snapshot(0, 0, false).hit_rate, 0.0);
+        let gauges = |l1_entries, l1_bytes, bus_up| Gauges { l1_entries, l1_bytes, bus_up, l2_state: L2State::Up };
+        assert_eq!(stats.snapshot(gauges(0, 0, false)).hit_rate, 0.0);
         bump(&stats.hits);
         add(&stats.hits, 2);
         bump(&stats.misses);
-        let snapshot = stats.snapshot(3, 30, true);
+        let snapshot = stats.snapshot(gauges(3, 30, true));
         assert_eq!(snapshot.hit_rate, 0.75);
         assert_eq!((snapshot.l1_entries, snapshot.l1_bytes), (3, 30));
         let json = serde_json::to_value(&snapshot).unwrap();
         assert_eq!(json["l1Entries"], 3);
         assert_eq!(json["hitRate"], 0.75);
         assert_eq!(json["busUp"], true);
+        assert_eq!(json["l2State"], "up");
     }
 }

@@ -38,6 +38,8 @@ pub struct Faults {
     pub refuse: AtomicBool,
     /// Every command hangs forever, as on a black-holed connection.
     pub hang: AtomicBool,
+    /// The next this many commands fail as on a connection the server dropped (it restarted).
+    pub drop_next: std::sync::atomic::AtomicU32,
     /// Published messages reach no subscriber, as on a half-open subscription.
     pub drop_messages: AtomicBool,
     /// When set, a `get` that read its answer waits for a permit before returning it.
@@ -87,6 +89,10 @@ impl Server {
         }
         if self.faults.refuse.load(Ordering::SeqCst) {
             return Err(CacheError::new(ErrorKind::L2Unavailable, "memory L2: connection refused"));
+        }
+        let dropped = self.faults.drop_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if dropped.is_ok() {
+            return Err(CacheError::new(ErrorKind::L2Unavailable, "memory L2: connection dropped"));
         }
         Ok(())
     }

@@ -284,6 +284,18 @@ impl L2 {
         }
     }
 
+    /// Drops the command connections, which may be dead (the server restarted) or stuck (black-holed, half-open), so
+    /// that the next call connects afresh: redis-rs keeps a connection that stopped answering, and a pool would hand
+    /// out each dead idle connection once before letting it go.
+    pub fn reconnect(&self) {
+        match self {
+            L2::Postgres(pg) => pg.reconnect(),
+            L2::Redis(redis) => redis.reconnect(),
+            #[cfg(test)]
+            L2::Memory(_) => {}
+        }
+    }
+
     /// The largest bus message this backend carries, in bytes.
     pub fn max_bus_message_bytes(&self) -> usize {
         match self {

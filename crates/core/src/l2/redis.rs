@@ -128,7 +128,10 @@ impl Scripts {
 /// The Redis store.
 pub struct RedisL2 {
     client: Client,
-    manager: ConnectionManager,
+    /// Replaced by [`Self::reconnect`]: redis-rs keeps a connection that stopped answering (black-holed, half-open)
+    /// for good, since a response timeout does not make it reconnect.
+    manager: std::sync::RwLock<ConnectionManager>,
+    manager_config: ConnectionManagerConfig,
     scan_count: u32,
     fence_window_ms: u64,
     scripts: Scripts,
@@ -146,11 +149,12 @@ impl RedisL2 {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
             .map_err(|e| redactor.error(ErrorKind::InvalidOption, "Redis L2 configuration", e))?;
         Ok(RedisL2 {
             client,
-            manager,
+            manager: std::sync::RwLock::new(manager),
+            manager_config,
             scan_count: config.scan_count,
             fence_window_ms: fence_window.as_millis().max(1) as u64,
             scripts: Scripts::new(),
@@ -174,7 +178,14 @@ impl RedisL2 {
     }
 
     fn conn(&self) -> ConnectionManager {
-        self.manager.clone()
+        self.manager.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts over on a new connection, made by the next command; calls in flight on the old one end with it.
+    pub fn reconnect(&self) {
+        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone()) {
+            *self.manager.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
     }
 
     /// `HMGET v x` and `TIME` in one pipeline: the entry if live, and the server time of the read.

@@ -128,7 +128,7 @@ impl Inner {
         let l2 = self.l2.as_ref()?;
         add(&self.stats.bus_published, announcement.sent as u64);
         for (_, payload) in &announcement.payloads[announcement.sent..] {
-            if let Err(error) = self.l2_call(deadline, l2.publish(payload)).await {
+            if let Err(error) = self.l2_call(deadline, || l2.publish(payload)).await {
                 self.forget_echoes(announcement);
                 return Some(error);
             }

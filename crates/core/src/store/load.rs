@@ -82,7 +82,7 @@ impl Inner {
         // does not count (it is bounded by `lockTimeout`).
         let deadline = self.deadline();
         let full = namespaced(&self.config.namespace, key);
-        let read = match self.l2_call(deadline, l2.get(&full)).await {
+        let read = match self.l2_call(deadline, || l2.get(&full)).await {
             Ok(read) => read,
             Err(error) => {
                 // The L2 is failing: lead without asking it for a lock, and do not wait for it again.
@@ -160,7 +160,7 @@ impl Inner {
         let mut waited = false;
         loop {
             let attempt_deadline = if waited { self.deadline() } else { deadline };
-            let expires_in_ms = match self.l2_call(attempt_deadline, l2.try_lock(full, lock_timeout)).await {
+            let expires_in_ms = match self.l2_call(attempt_deadline, || l2.try_lock(full, lock_timeout)).await {
                 Err(error) => return self.absorb(Err(error), lead_unlocked(since, waited)),
                 Ok(LockAttempt::Acquired(lock)) => {
                     return self.recheck_after_lock(l2, key, full, lock, attempt_deadline, since, waited).await
@@ -186,7 +186,7 @@ impl Inner {
                 _ = self.l2_activity.notified() => {}
             }
             let generation = self.generations.of(key);
-            match self.l2_call(self.deadline(), l2.get(full)).await {
+            match self.l2_call(self.deadline(), || l2.get(full)).await {
                 Ok(read) => match read.hit {
                     Some(hit) => return Outcome::ok(LockStep::Loaded { hit, generation }),
                     None => since = read.at,
@@ -209,7 +209,7 @@ impl Inner {
         waited: bool,
     ) -> Outcome<LockStep> {
         let generation = self.generations.of(key);
-        match self.l2_call(deadline, l2.get(full)).await {
+        match self.l2_call(deadline, || l2.get(full)).await {
             Ok(read) => match read.hit {
                 Some(hit) => {
                     lock.release().await;

@@ -11,12 +11,13 @@
 //! [`crate::l2::WriteCondition`]).
 
 mod background;
+mod breaker;
 mod coherence;
+mod l2_call;
 mod load;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
@@ -25,16 +26,19 @@ use tokio::time::Instant;
 
 use crate::bus::{Bus, BusListener, BusOp};
 use crate::config::StoreConfig;
-use crate::error::{CacheError, ErrorKind, Result};
+use crate::error::{CacheError, Result};
 use crate::flight::Flights;
 use crate::key::namespaced;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{L2Hit, WriteCondition, L2};
 use crate::pattern::Pattern;
-use crate::stats::{add, bump, Stats, StatsSnapshot};
+use crate::stats::{add, bump, Gauges, L2State, Stats, StatsSnapshot};
 use crate::ttl::l1_lifetime;
 
+use breaker::Breaker;
+pub use breaker::BreakerConfig;
 use coherence::{EchoWaiters, Generations};
+
 pub use load::{LoadLease, LoadStep};
 
 /// A result that may carry an absorbed L2 failure beside the value the call degraded to.
@@ -78,6 +82,8 @@ pub trait ErrorSink: Send + Sync {
 }
 
 pub(crate) struct Inner {
+    /// This store, for the tasks it starts (the breaker's probe).
+    me: Weak<Inner>,
     id: u64,
     config: StoreConfig,
     l1: Option<L1>,
@@ -90,6 +96,8 @@ pub(crate) struct Inner {
     error_sinks: Mutex<Vec<Weak<dyn ErrorSink>>>,
     last_bus_seq: AtomicU64,
     echo_waiters: EchoWaiters,
+    breaker: Breaker,
+    last_reconnect: Mutex<Option<Instant>>,
 }
 
 /// One namespace on one L2, shared by every handle of the process with the same configuration.
@@ -115,7 +123,8 @@ impl Store {
             _ => None,
         };
         let l1 = config.l1.as_ref().map(|c| L1::new(c.max_entries, c.max_bytes));
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             id: rand::random(),
             config,
             l1,
@@ -128,6 +137,8 @@ impl Store {
             error_sinks: Mutex::new(Vec::new()),
             last_bus_seq: AtomicU64::new(0),
             echo_waiters: EchoWaiters::default(),
+            breaker: Breaker::default(),
+            last_reconnect: Mutex::new(None),
         });
         if let Some(bus) = &inner.bus {
             let listener: Weak<dyn BusListener> = Arc::downgrade(&inner) as Weak<dyn BusListener>;
@@ -184,7 +195,7 @@ impl Store {
         };
         let generation = inner.generations.of(key);
         let full = namespaced(&inner.config.namespace, key);
-        let read = inner.absorb(inner.l2_call(inner.deadline(), l2.get(&full)).await.map(|r| r.hit), None);
+        let read = inner.absorb(inner.l2_call(inner.deadline(), || l2.get(&full)).await.map(|r| r.hit), None);
         match read.value {
             Some(hit) => {
                 bump(&inner.stats.hits);
@@ -230,7 +241,7 @@ impl Store {
         let full: Vec<String> = keys.iter().map(|k| namespaced(&inner.config.namespace, k)).collect();
         let mut announcement = inner.announce(BusOp::Keys { keys: keys.clone() });
         let first = announcement.first_payload();
-        let result = inner.l2_call(deadline, l2.delete(&full, first.as_deref())).await;
+        let result = inner.l2_call(deadline, || l2.delete(&full, first.as_deref())).await;
         keys.iter().for_each(|key| {
             inner.forget_key(key);
         });
@@ -255,7 +266,7 @@ impl Store {
             return Outcome::ok(false);
         };
         let full = namespaced(&inner.config.namespace, key);
-        inner.absorb(inner.l2_call(inner.deadline(), l2.has(&full)).await, false)
+        inner.absorb(inner.l2_call(inner.deadline(), || l2.has(&full)).await, false)
     }
 
     /// Removes the namespace's keys matching `pattern`.
@@ -273,8 +284,18 @@ impl Store {
         // moka counts lazily; settling it first makes `l1Entries` agree with what was just written.
         self.run_l1_housekeeping();
         let (entries, bytes) = self.inner.l1.as_ref().map_or((0, 0), |l1| (l1.entry_count(), l1.bytes()));
-        let bus_up = self.inner.bus.as_ref().is_some_and(|bus| bus.is_up());
-        self.inner.stats.snapshot(entries, bytes, bus_up)
+        let inner = &self.inner;
+        let gauges = Gauges {
+            l1_entries: entries,
+            l1_bytes: bytes,
+            bus_up: inner.bus.as_ref().is_some_and(|bus| bus.is_up()),
+            l2_state: match (&inner.l2, inner.breaker.is_open()) {
+                (None, _) => L2State::None,
+                (Some(_), false) => L2State::Up,
+                (Some(_), true) => L2State::Down,
+            },
+        };
+        inner.stats.snapshot(gauges)
     }
 
     /// Counts a `getOrSet` that waits for a load run outside the core (by its own thread, in the binding).
@@ -291,54 +312,6 @@ impl Store {
 }
 
 impl Inner {
-    /// When a call that starts now must have its L2 answers: all of a call's round trips share one `l2Timeout`.
-    fn deadline(&self) -> Instant {
-        Instant::now() + self.config.l2_timeout()
-    }
-
-    /// Bounds an L2 call by `deadline`; past it, the call fails with `ERR_CACHE_L2_TIMEOUT`.
-    async fn l2_call<T>(&self, deadline: Instant, call: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout_at(deadline, call).await.unwrap_or_else(|_| {
-            Err(CacheError::new(
-                ErrorKind::L2Timeout,
-                format!("the L2 did not answer within {} ms (l2Timeout)", self.config.l2_timeout_ms),
-            ))
-        })
-    }
-
-    /// Writes one key to the L2 under `condition`, its bus announcement in the same round trip; `Ok(false)` when the
-    /// condition refused it.
-    async fn write_to_l2(
-        &self,
-        l2: &L2,
-        key: &str,
-        json: &str,
-        ttl_ms: u64,
-        condition: WriteCondition,
-        deadline: Instant,
-    ) -> Result<bool> {
-        let full = namespaced(&self.config.namespace, key);
-        let announce = self.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
-        let message = announce.first().map(|(_, payload)| payload.as_str());
-        let written =
-            self.l2_call(deadline, l2.set(&full, &self.config.namespace, json, ttl_ms, condition, message)).await;
-        if written.as_ref().is_ok_and(|&w| w) && message.is_some() {
-            bump(&self.stats.bus_published);
-        }
-        written
-    }
-
-    /// Counts a failure and degrades to `fallback`.
-    fn absorb<T>(&self, result: Result<T>, fallback: T) -> Outcome<T> {
-        match result {
-            Ok(value) => Outcome::ok(value),
-            Err(error) => {
-                bump(&self.stats.errors);
-                Outcome { value: fallback, error: Some(error) }
-            }
-        }
-    }
-
     fn report_background(&self, error: &CacheError) {
         bump(&self.stats.errors);
         let sinks: Vec<Arc<dyn ErrorSink>> =
@@ -421,7 +394,7 @@ impl Inner {
             add(&self.stats.deletes, removed);
             return Outcome::ok(removed);
         };
-        let result = self.l2_call(self.deadline(), l2.delete_matching(&self.config.namespace, pattern)).await;
+        let result = self.l2_call(self.deadline(), || l2.delete_matching(&self.config.namespace, pattern)).await;
         self.forget_matching(pattern);
         self.l2_activity.notify_waiters();
         let confirmed = match &result {

@@ -77,9 +77,9 @@ fn lead(step: LoadStep) -> LoadLease {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_l2_that_never_answers_costs_each_call_one_l2_timeout_and_the_l1_keeps_writes_briefly() {
+async fn without_the_breaker_an_l2_that_never_answers_costs_each_call_one_l2_timeout_and_the_l1_keeps_writes_briefly() {
     let (name, server) = server();
-    let a = instance(&name, json!({}));
+    let a = instance(&name, json!({ "l2Breaker": false }));
     server.faults.hang.store(true, Ordering::SeqCst);
     let started = Instant::now();
     let read = a.get("k", TTL_MS).await;
@@ -258,4 +258,124 @@ async fn a_pattern_invalidation_fences_loads_that_started_before_it() {
     b.invalidate_pattern(&crate::pattern::Pattern::parse("user:*", 64).unwrap(), "user:*").await;
     assert!(!lease.complete("\"stale\"".into(), TTL_MS).await.value);
     assert_eq!(text(&a, "user:1").await, None);
+}
+
+/// Collects what a store reports in the background.
+#[derive(Default)]
+struct Reports(std::sync::Mutex<Vec<crate::error::CacheError>>);
+
+impl super::ErrorSink for Reports {
+    fn report(&self, error: &crate::error::CacheError) {
+        self.0.lock().unwrap().push(error.clone());
+    }
+}
+
+fn reports_of(store: &Store) -> Arc<Reports> {
+    let reports = Arc::new(Reports::default());
+    store.add_error_sink(Arc::downgrade(&reports) as std::sync::Weak<dyn super::ErrorSink>);
+    reports
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_l2_that_never_answers_opens_the_breaker_then_calls_skip_it_at_once_until_it_is_back() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "bus": false }));
+    let reports = reports_of(&a);
+    a.set("cached", "1".into(), TTL_MS).await;
+    server.faults.hang.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    assert_eq!(a.get("k", TTL_MS).await.error.unwrap().kind, ErrorKind::L2Timeout, "the first call finds the outage");
+    assert_eq!(started.elapsed(), L2_TIMEOUT);
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Down);
+    let commands = server.commands();
+    let started = Instant::now();
+    for i in 0..100 {
+        let read = a.get(&format!("missing{i}"), TTL_MS).await;
+        assert!(read.value.is_none() && read.error.is_none(), "a skipped call reports nothing: {:?}", read.error);
+        assert!(a.set("k", "2".into(), TTL_MS).await.error.is_none());
+        assert!(a.delete(vec!["gone".into()]).await.error.is_none());
+        let step = a.begin_load(&format!("load{i}"), true, TTL_MS).await.value;
+        let LoadStep::Lead(lease) = step else { panic!("leads at once") };
+        lease.complete("3".into(), TTL_MS).await;
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO, "no skipped call waits");
+    assert_eq!(server.commands(), commands, "the L2 got none of them");
+    assert_eq!(text(&a, "cached").await.as_deref(), Some("1"), "the L1 still answers");
+    assert!(l1_lifetime(&a, "k") <= Duration::from_secs(5), "what the L2 never saw is kept briefly");
+    let stats = a.stats();
+    assert_eq!(stats.l2_skipped, 400);
+    assert_eq!(stats.errors, 2, "the first call's timeout and the breaker's one report");
+    let reported: Vec<ErrorKind> = reports.0.lock().unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(reported, vec![ErrorKind::L2Unavailable], "the outage is reported once");
+
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    server.faults.hang.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    until(|| a.stats().l2_state == crate::stats::L2State::Up).await;
+    // A probe under way when the L2 came back still waits out its l2Timeout, then the next comes within the cap.
+    let bound = Duration::from_millis(super::breaker::MAX_PROBE_DELAY_MS) + L2_TIMEOUT;
+    assert!(back.elapsed() <= bound, "{:?}", back.elapsed());
+    assert_eq!(a.stats().l2_recoveries, 1);
+    a.set("k", "4".into(), TTL_MS).await;
+    assert!(server.commands() > commands, "calls use the L2 again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_l2_opens_the_breaker_after_the_configured_failures_and_an_answer_resets_the_count() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "bus": false, "l2Breaker": { "failures": 3 } }));
+    server.faults.refuse.store(true, Ordering::SeqCst);
+    a.get("k", TTL_MS).await;
+    a.get("k", TTL_MS).await;
+    server.faults.refuse.store(false, Ordering::SeqCst);
+    a.get("k", TTL_MS).await;
+    server.faults.refuse.store(true, Ordering::SeqCst);
+    a.get("k", TTL_MS).await;
+    a.get("k", TTL_MS).await;
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Up, "two in a row since the last answer");
+    a.get("k", TTL_MS).await;
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Down);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_breaker_off_every_call_waits_for_the_l2() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "bus": false, "l2Breaker": false }));
+    server.faults.hang.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    a.get("k", TTL_MS).await;
+    a.get("k", TTL_MS).await;
+    assert_eq!(started.elapsed(), L2_TIMEOUT * 2);
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_connection_was_dropped_is_made_again_and_opens_nothing() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "bus": false }));
+    a.set("k", "1".into(), TTL_MS).await;
+    a.run_l1_housekeeping();
+    a.inner.l1.as_ref().unwrap().clear();
+    server.faults.drop_next.store(1, Ordering::SeqCst);
+    let read = a.get("k", TTL_MS).await;
+    assert_eq!(read.value.map(|json| json.as_str().to_owned()).as_deref(), Some("1"), "answered on the second try");
+    assert!(read.error.is_none());
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Up);
+    server.faults.drop_next.store(2, Ordering::SeqCst);
+    assert_eq!(a.get("k2", TTL_MS).await.error.unwrap().kind, ErrorKind::L2Unavailable, "tried twice, no more");
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Down);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_l2_is_used_again_within_a_second_of_its_return_however_long_it_was_gone() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "bus": false }));
+    server.faults.refuse.store(true, Ordering::SeqCst);
+    a.get("k", TTL_MS).await;
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Down);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    server.faults.refuse.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    until(|| a.stats().l2_state == crate::stats::L2State::Up).await;
+    assert!(back.elapsed() <= Duration::from_millis(super::breaker::MAX_PROBE_DELAY_MS), "{:?}", back.elapsed());
 }

@@ -85,7 +85,10 @@ impl Default for PostgresConfig {
 
 /// The Postgres store.
 pub struct PostgresL2 {
-    pool: PgPool,
+    /// Replaced by [`Self::reconnect`]: after a restart of the server every idle connection is dead, and each would
+    /// fail one call before the pool let it go.
+    pool: std::sync::RwLock<PgPool>,
+    pool_options: PgPoolOptions,
     connect_options: PgConnectOptions,
     sql: Statements,
     table_ready: AtomicBool,
@@ -106,17 +109,17 @@ impl PostgresL2 {
             .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Postgres URL", e))?;
         // The pid lets an operator (or a test) tell the connections of each instance apart in pg_stat_activity.
         let connect_options = connect_options.application_name(&format!("tiered-cache pid {}", std::process::id()));
-        let pool = PgPoolOptions::new()
+        let pool_options = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)
             .acquire_timeout(timeout)
             // A ping before every acquire would double the round trips of the hot path; a dead connection
-            // fails its query instead, and the pool replaces it.
+            // fails its query instead, and the pool is replaced (see `reconnect`).
             .test_before_acquire(false)
-            .idle_timeout(Some(Duration::from_secs(300)))
-            .connect_lazy_with(connect_options.clone());
+            .idle_timeout(Some(Duration::from_secs(300)));
         Ok(PostgresL2 {
-            pool,
+            pool: std::sync::RwLock::new(pool_options.clone().connect_lazy_with(connect_options.clone())),
+            pool_options,
             locks: Arc::new(LockSession::new(connect_options.clone())),
             connect_options,
             sql: Statements::new(config),
@@ -125,6 +128,16 @@ impl PostgresL2 {
             fence_window_ms: fence_window.as_millis().max(1) as u64,
             redactor,
         })
+    }
+
+    fn pool(&self) -> PgPool {
+        self.pool.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts over on a new pool, which connects on demand; the old one closes its connections as its calls end.
+    pub fn reconnect(&self) {
+        let fresh = self.pool_options.clone().connect_lazy_with(self.connect_options.clone());
+        *self.pool.write().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
     fn error(&self, context: &str, e: sqlx::Error) -> CacheError {
@@ -156,7 +169,7 @@ impl PostgresL2 {
     }
 
     async fn create_table_if_absent(&self) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(|e| self.error("connect", e))?;
+        let mut conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(&self.sql.table_name)
             .fetch_one(conn.as_mut())
@@ -189,7 +202,8 @@ impl PostgresL2 {
     /// first if needed.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
         self.ensure_table().await?;
-        let row = sqlx::query(&self.sql.get).bind(key).fetch_one(&self.pool).await.map_err(|e| self.error("get", e))?;
+        let row =
+            sqlx::query(&self.sql.get).bind(key).fetch_one(&self.pool()).await.map_err(|e| self.error("get", e))?;
         let json: Option<String> = row.get(1);
         Ok(L2Read {
             at: ServerTime(row.get::<i64, _>(0).max(0) as u64),
@@ -217,7 +231,7 @@ impl PostgresL2 {
             if let Some(message) = bus_message {
                 query = query.bind(BUS_CHANNEL).bind(message);
             }
-            return Ok(!query.fetch_all(&self.pool).await.map_err(fail)?.is_empty());
+            return Ok(!query.fetch_all(&self.pool()).await.map_err(fail)?.is_empty());
         };
         let mut tx = self.invalidation_locked(namespace, Lock::Shared).await.map_err(fail)?;
         let mut query = sqlx::query(&self.sql.set[1][bus_message.is_some() as usize])
@@ -248,14 +262,14 @@ impl PostgresL2 {
         if let Some(message) = bus_message {
             query = query.bind(BUS_CHANNEL).bind(message);
         }
-        let row = query.fetch_one(&self.pool).await.map_err(|e| self.error("delete", e))?;
+        let row = query.fetch_one(&self.pool()).await.map_err(|e| self.error("delete", e))?;
         Ok(row.get::<i64, _>(0) as u64)
     }
 
     /// Whether a live row of `key` exists.
     pub async fn has(&self, key: &str) -> Result<bool> {
         self.ensure_table().await?;
-        sqlx::query_scalar(&self.sql.has).bind(key).fetch_one(&self.pool).await.map_err(|e| self.error("has", e))
+        sqlx::query_scalar(&self.sql.has).bind(key).fetch_one(&self.pool()).await.map_err(|e| self.error("has", e))
     }
 
     /// Stamps the namespace's marker row and deletes its rows whose key is `LIKE` the pattern, in one transaction
@@ -282,7 +296,7 @@ impl PostgresL2 {
         namespace: &str,
         lock: Lock,
     ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let take = match lock {
             Lock::Shared => "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))",
             Lock::Exclusive => "SELECT pg_advisory_xact_lock($1, hashtext($2))",
@@ -296,7 +310,7 @@ impl PostgresL2 {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel)
             .bind(message)
-            .execute(&self.pool)
+            .execute(&self.pool())
             .await
             .map_err(|e| self.error("bus publish", e))?;
         Ok(())
@@ -317,7 +331,7 @@ impl PostgresL2 {
                 .bind(&self.sql.table_name)
                 .bind(CLEANUP_BATCH_ROWS)
                 .bind(self.fence_window_ms as i64)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.pool())
                 .await
                 .map_err(|e| self.error("expiry sweep", e))?;
             total += deleted as u64;

@@ -1,0 +1,102 @@
+//! How a store calls its L2: one deadline per call, one more try on fresh connections when the server dropped them,
+//! the circuit breaker's skip, and failures absorbed into the call's [`Outcome`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Inner, Outcome};
+use crate::bus::BusOp;
+use crate::error::{CacheError, ErrorKind, Result};
+use crate::key::namespaced;
+use crate::l2::{WriteCondition, L2};
+use crate::stats::bump;
+
+/// The least time between two replacements of the L2's connections, in ms.
+const RECONNECT_INTERVAL_MS: u64 = 100;
+
+impl Inner {
+    /// When a call that starts now must have its L2 answers: all of a call's round trips share one `l2Timeout`.
+    pub(super) fn deadline(&self) -> Instant {
+        Instant::now() + self.config.l2_timeout()
+    }
+
+    /// Bounds an L2 call by `deadline`; past it, the call fails with `ERR_CACHE_L2_TIMEOUT`. A call that finds its
+    /// connection gone (the server restarted, or reset it) is made once more, on fresh connections, within the same
+    /// deadline: a server that is back must not count as down because of the connections it dropped. While the
+    /// circuit breaker is open the call is not made: it fails at once as skipped, which [`Self::absorb`] does not
+    /// report.
+    pub(super) async fn l2_call<T, F>(&self, deadline: Instant, call: impl Fn() -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        if self.breaker.is_open() {
+            return Err(CacheError::skipped());
+        }
+        let timed_out = || {
+            Err(CacheError::new(
+                ErrorKind::L2Timeout,
+                format!("the L2 did not answer within {} ms (l2Timeout)", self.config.l2_timeout_ms),
+            ))
+        };
+        let mut result = tokio::time::timeout_at(deadline, call()).await.unwrap_or_else(|_| timed_out());
+        if result.as_ref().is_err_and(|e| e.kind == ErrorKind::L2Unavailable) {
+            self.reconnect_l2();
+            result = tokio::time::timeout_at(deadline, call()).await.unwrap_or_else(|_| timed_out());
+        }
+        if let Some(me) = self.me.upgrade() {
+            me.record_l2_call(result.as_ref().err());
+        }
+        result
+    }
+
+    /// Replaces the L2's command connections, at most once per [`RECONNECT_INTERVAL_MS`]: when a burst of calls
+    /// all find their connections dead, one replacement serves them all.
+    pub(super) fn reconnect_l2(&self) {
+        let Some(l2) = &self.l2 else { return };
+        let mut last = self.last_reconnect.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_millis(RECONNECT_INTERVAL_MS)) {
+            *last = Some(Instant::now());
+            l2.reconnect();
+        }
+    }
+
+    /// Writes one key to the L2 under `condition`, its bus announcement in the same round trip; `Ok(false)` when the
+    /// condition refused it.
+    pub(super) async fn write_to_l2(
+        &self,
+        l2: &L2,
+        key: &str,
+        json: &str,
+        ttl_ms: u64,
+        condition: WriteCondition,
+        deadline: Instant,
+    ) -> Result<bool> {
+        let full = namespaced(&self.config.namespace, key);
+        let announce = self.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
+        let message = announce.first().map(|(_, payload)| payload.as_str());
+        let written =
+            self.l2_call(deadline, || l2.set(&full, &self.config.namespace, json, ttl_ms, condition, message)).await;
+        if written.as_ref().is_ok_and(|&w| w) && message.is_some() {
+            bump(&self.stats.bus_published);
+        }
+        written
+    }
+
+    /// Counts a failure and degrades to `fallback`; a call the open breaker skipped is counted as skipped, and not
+    /// reported (the breaker reported the outage when it opened).
+    pub(super) fn absorb<T>(&self, result: Result<T>, fallback: T) -> Outcome<T> {
+        match result {
+            Ok(value) => Outcome::ok(value),
+            Err(error) if error.is_skipped() => {
+                bump(&self.stats.l2_skipped);
+                Outcome { value: fallback, error: None }
+            }
+            Err(error) => {
+                bump(&self.stats.errors);
+                Outcome { value: fallback, error: Some(error) }
+            }
+        }
+    }
+}
