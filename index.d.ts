@@ -114,8 +114,10 @@ export interface RedisOptions {
 }
 
 /**
- * The L2's circuit breaker. Once the L2 refused, reset or did not answer `failures` calls in a row, every call skips
- * it at once: reads answer from the L1 or as misses, `getOrSet` runs its loader, writes keep their L1 copy for at
+ * The L2's circuit breaker. Once the L2 is found down `failures` times in a row, every call skips it at once. A
+ * refused or reset connection (after one more try on fresh connections) is found down at once. A call that times
+ * out starts one check on fresh connections, bounded by `l2Timeout`, and only a failed check counts, so a server
+ * that stalled for a moment under load opens nothing. While open: reads answer from the L1 or as misses, `getOrSet` runs its loader, writes keep their L1 copy for at
  * most {@link CacheOptions.busDownL1Ttl} (no other instance saw them). One background probe per cache then retries the
  * L2, first after `retryAfter` seconds and then with jittered, doubling delays of at most 1 second (or `retryAfter`,
  * if longer), and closes the breaker at its first answer. The outage is reported once to
@@ -124,7 +126,7 @@ export interface RedisOptions {
  * does not count as an outage.
  */
 export interface L2BreakerOptions {
-  /** Outages (refused, reset or timed-out calls) in a row that open the breaker. Integer from 1 to 100. Default `1`. */
+  /** Outages (refused or reset calls, failed checks after a timeout) in a row that open the breaker. Integer from 1 to 100. Default `1`. */
   failures?: number
   /** Seconds before the first probe of an open breaker. Number from 0.05 to 60. Default `0.5`. */
   retryAfter?: number

@@ -298,6 +298,30 @@ for (const backend of L2S) {
   }
 }
 
+for (const backend of L2S) {
+  test.serial(`${backend}, L2 slow: latency under l2Timeout is waited for and opens nothing; latency past it opens the breaker`, async (t) => {
+    const proxy = await proxyFor(t, backend)
+    const namespace = uniqueNamespace('slow')
+    const a = openCache(t, { url: proxied(proxy, backend), namespace, l2Timeout: 1, bus: false, onError: () => {} })
+    const direct = openCache(t, { url: urlOf(backend), namespace, l1: false })
+    await a.set('warm', 1)
+    proxy.set('delay', { delayMs: 150 })
+    const slow = await timed(() => a.set('k', 'v'))
+    t.true(slow.ms >= 150 && slow.ms < 1_900, `a write through 150 ms of delay took ${slow.ms.toFixed(0)} ms`)
+    t.is(await direct.get('k'), 'v', 'it reached the L2')
+    t.is((await a.stats()).l2State, 'up', 'slowness under l2Timeout is no outage')
+    proxy.set('delay', { delayMs: 1_500 })
+    const late = await timed(() => a.get('missing'))
+    t.true(late.ms < 1_900, `bounded by l2Timeout: ${late.ms.toFixed(0)} ms`)
+    // A timeout is confirmed by one check on fresh connections, itself bounded by l2Timeout, before the breaker opens.
+    t.true(await eventually(async () => (await a.stats()).l2State === 'down', 3_000, 10), 'an L2 that stays slower than l2Timeout is an outage')
+    const skipped = await timed(() => a.get('missing-too'))
+    t.true(skipped.ms < 50, `the next call skips the L2 (${skipped.ms.toFixed(1)} ms)`)
+    proxy.set('pass')
+    t.true(await eventually(async () => (await a.stats()).l2State === 'up', 5_000, 10), 'and closes once the L2 answers in time')
+  })
+}
+
 /** A server of the test's own that it can kill and start again. */
 interface Killable {
   url: string

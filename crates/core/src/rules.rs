@@ -91,7 +91,8 @@ pub const POSTGRES_POOL_SIZE: NumberRule = rule("postgres.poolSize", 1.0, 1000.0
 /// `postgres.cleanupInterval`: the period of the expiry sweep.
 pub const POSTGRES_CLEANUP_INTERVAL: NumberRule =
     rule("postgres.cleanupInterval", 1.0, 86_400.0, true, Some(60.0), "seconds");
-/// `l2Breaker.failures`: L2 outages (refused, reset or timed-out calls) in a row that open the circuit breaker.
+/// `l2Breaker.failures`: L2 outages (refused or reset calls, failed checks after a timeout) in a row that open the
+/// circuit breaker.
 pub const L2_BREAKER_FAILURES: NumberRule = rule("l2Breaker.failures", 1.0, 100.0, true, Some(1.0), "calls");
 /// `l2Breaker.retryAfter`: the wait before the breaker's first probe of the L2.
 pub const L2_BREAKER_RETRY_AFTER: NumberRule = rule("l2Breaker.retryAfter", 0.05, 60.0, false, Some(0.5), "seconds");

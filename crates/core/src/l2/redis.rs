@@ -132,6 +132,8 @@ pub struct RedisL2 {
     /// for good, since a response timeout does not make it reconnect.
     manager: std::sync::RwLock<ConnectionManager>,
     manager_config: ConnectionManagerConfig,
+    /// `l2Timeout`, for each round trip of a pattern removal, which the store gives a longer budget as a whole.
+    round_trip_timeout: Duration,
     scan_count: u32,
     fence_window_ms: u64,
     scripts: Scripts,
@@ -155,6 +157,7 @@ impl RedisL2 {
             client,
             manager: std::sync::RwLock::new(manager),
             manager_config,
+            round_trip_timeout: timeout,
             scan_count: config.scan_count,
             fence_window_ms: fence_window.as_millis().max(1) as u64,
             scripts: Scripts::new(),
@@ -260,28 +263,17 @@ impl RedisL2 {
     /// may survive it, but no load that started before the call can store its value after it.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
         let mut conn = self.conn();
-        let _: i64 = self
-            .scripts
-            .mark_invalidation
-            .key(format!("{INVALIDATION_PREFIX}{namespace}"))
-            .arg(self.fence_window_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error("invalidatePattern", e))?;
+        let mut mark = self.scripts.mark_invalidation.prepare_invoke();
+        mark.key(format!("{INVALIDATION_PREFIX}{namespace}")).arg(self.fence_window_ms);
+        let _: i64 = self.round_trip("invalidatePattern", mark.invoke_async(&mut conn)).await?;
         let prefix = crate::key::namespaced(namespace, "");
         let glob = pattern.to_redis_match(&prefix);
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&glob)
-                .arg("COUNT")
-                .arg(self.scan_count)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.error("invalidatePattern scan", e))?;
+            let scan = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&glob).arg("COUNT").arg(self.scan_count).clone();
+            let (next, keys): (u64, Vec<String>) =
+                self.round_trip("invalidatePattern scan", scan.query_async(&mut conn)).await?;
             let matching: Vec<&String> = keys
                 .iter()
                 .filter(|full| crate::key::strip_namespace(namespace, full).is_some_and(|key| pattern.matches(key)))
@@ -291,14 +283,29 @@ impl RedisL2 {
                 for key in matching {
                     invocation.key(key);
                 }
-                let live: u64 =
-                    invocation.invoke_async(&mut conn).await.map_err(|e| self.error("invalidatePattern unlink", e))?;
+                let live: u64 = self.round_trip("invalidatePattern unlink", invocation.invoke_async(&mut conn)).await?;
                 removed += live;
             }
             if next == 0 {
                 return Ok(removed);
             }
             cursor = next;
+        }
+    }
+
+    /// One round trip of a multi-step call, bounded by `l2Timeout` (connecting included: redis-rs would otherwise try
+    /// to connect twice).
+    async fn round_trip<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.round_trip_timeout, call).await {
+            Ok(result) => result.map_err(|e| self.error(what, e)),
+            Err(_) => Err(CacheError::new(
+                ErrorKind::L2Timeout,
+                format!("Redis L2 {what}: no answer within {} ms (l2Timeout)", self.round_trip_timeout.as_millis()),
+            )),
         }
     }
 

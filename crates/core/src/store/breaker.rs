@@ -1,6 +1,12 @@
-//! The L2's circuit breaker: once the L2 failed to connect or to answer in time (`l2Breaker.failures` calls in a
-//! row), every call skips it at once instead of waiting `l2Timeout` for it again, and one background probe per store
-//! retries with jittered, growing delays until the L2 answers. The outage is reported once, when the breaker opens.
+//! The L2's circuit breaker: once the L2 is found down (`l2Breaker.failures` outages in a row), every call skips it
+//! at once instead of waiting `l2Timeout` for it again, and one background probe per store retries with jittered,
+//! growing delays until the L2 answers. The outage is reported once, when the breaker opens.
+//!
+//! A refused connection (already retried on fresh connections by the call) is an outage at once. A timeout is only a
+//! suspicion: a server that stalled for a moment under load times out every call in flight together, exactly like one
+//! that went away, and opening on it would skip writes the L2 could have taken (so other instances would keep the
+//! old value). A timeout therefore starts one confirmation, a read on fresh connections bounded by `l2Timeout`, and
+//! only a failed confirmation counts as an outage.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
@@ -34,6 +40,8 @@ pub struct BreakerConfig {
 pub(crate) struct Breaker {
     open: AtomicBool,
     outages_in_row: AtomicU32,
+    /// A timeout's confirmation is under way: the timeouts meanwhile wait for its verdict.
+    confirming: AtomicBool,
 }
 
 impl Breaker {
@@ -42,7 +50,7 @@ impl Breaker {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Counts the end of an L2 call; true when this outage is the one that opens the breaker.
+    /// Counts the end of an L2 call, or of a confirmation; true when this outage is the one that opens the breaker.
     fn record(&self, failure: Option<&CacheError>, threshold: u32) -> bool {
         match failure {
             Some(error) if error.is_outage() => {
@@ -72,6 +80,16 @@ impl Inner {
             }
             return;
         };
+        if failure.is_some_and(|e| e.kind == ErrorKind::L2Timeout) {
+            if !self.breaker.confirming.swap(true, Ordering::AcqRel) {
+                crate::runtime::spawn(confirm(Arc::downgrade(self), config));
+            }
+            return;
+        }
+        self.count_outage(failure, config);
+    }
+
+    fn count_outage(self: &Arc<Self>, failure: Option<&CacheError>, config: BreakerConfig) {
         if self.breaker.record(failure, config.failures) {
             self.report_background(&CacheError::new(
                 ErrorKind::L2Unavailable,
@@ -84,6 +102,30 @@ impl Inner {
             crate::runtime::spawn(probe(Arc::downgrade(self), config));
         }
     }
+
+    /// One read of the L2 on fresh connections, bounded by `l2Timeout`: `None` when it answered.
+    async fn check_l2(&self) -> Option<CacheError> {
+        let l2 = self.l2.clone()?;
+        // A connection that stopped answering may never answer again, even once the L2 is back.
+        l2.reconnect();
+        let key = namespaced(&self.config.namespace, PROBE_KEY);
+        match tokio::time::timeout(self.config.l2_timeout(), l2.get(&key)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(error),
+            Err(_) => Some(CacheError::new(
+                ErrorKind::L2Timeout,
+                format!("the L2 did not answer a check within {} ms (l2Timeout)", self.config.l2_timeout_ms),
+            )),
+        }
+    }
+}
+
+/// Decides whether a timeout was an outage: a read on fresh connections that fails too is one.
+async fn confirm(inner: Weak<Inner>, config: BreakerConfig) {
+    let Some(strong) = inner.upgrade() else { return };
+    let failure = strong.check_l2().await;
+    strong.breaker.confirming.store(false, Ordering::Release);
+    strong.count_outage(failure.as_ref(), config);
 }
 
 fn probe_delays(config: BreakerConfig) -> impl Iterator<Item = Duration> {
@@ -105,11 +147,7 @@ async fn probe(inner: Weak<Inner>, config: BreakerConfig) {
     for delay in probe_delays(config) {
         tokio::time::sleep(delay).await;
         let Some(inner) = inner.upgrade() else { return };
-        let Some(l2) = inner.l2.clone() else { return };
-        // A connection that stopped answering may never answer again, even once the L2 is back.
-        l2.reconnect();
-        let key = namespaced(&inner.config.namespace, PROBE_KEY);
-        if let Ok(Ok(_)) = tokio::time::timeout(inner.config.l2_timeout(), l2.get(&key)).await {
+        if inner.check_l2().await.is_none() {
             inner.breaker.close();
             bump(&inner.stats.l2_recoveries);
             return;

@@ -23,8 +23,8 @@ impl Inner {
     }
 
     /// Bounds an L2 call by `deadline`; past it, the call fails with `ERR_CACHE_L2_TIMEOUT`. A call that finds its
-    /// connection gone (the server restarted, or reset it) is made once more, on fresh connections, within the same
-    /// deadline: a server that is back must not count as down because of the connections it dropped. While the
+    /// connection gone at once (the server restarted, or reset it) is made once more, on fresh connections, within
+    /// the same deadline: a server that is back must not count as down because of the connections it dropped. While the
     /// circuit breaker is open the call is not made: it fails at once as skipped, which [`Self::absorb`] does not
     /// report.
     pub(super) async fn l2_call<T, F>(&self, deadline: Instant, call: impl Fn() -> F) -> Result<T>
@@ -40,8 +40,12 @@ impl Inner {
                 format!("the L2 did not answer within {} ms (l2Timeout)", self.config.l2_timeout_ms),
             ))
         };
+        let started = Instant::now();
         let mut result = tokio::time::timeout_at(deadline, call()).await.unwrap_or_else(|_| timed_out());
-        if result.as_ref().is_err_and(|e| e.kind == ErrorKind::L2Unavailable) {
+        // A dropped connection fails at once; a failure that took most of `l2Timeout` (a connect attempt that timed
+        // out) is a timeout by another name, and trying again would only double the wait.
+        let failed_fast = started.elapsed() < self.config.l2_timeout() / 2;
+        if failed_fast && result.as_ref().is_err_and(|e| e.kind == ErrorKind::L2Unavailable) {
             self.reconnect_l2();
             result = tokio::time::timeout_at(deadline, call()).await.unwrap_or_else(|_| timed_out());
         }

@@ -386,15 +386,19 @@ impl Inner {
         outcome
     }
 
-    /// `invalidatePattern` and `clear`. The removal is bounded by `l2Timeout`, and so is its announcement; when the
-    /// removal fails, the call stops there.
+    /// `invalidatePattern` and `clear`. The removal is bounded by the fence window (`maxLoadTime`, at least
+    /// `l2Timeout`), its announcement by `l2Timeout`; when the removal fails, the call stops there.
     async fn remove_matching(&self, pattern: &Pattern, op: BusOp) -> Outcome<u64> {
         let Some(l2) = &self.l2 else {
             let removed = self.forget_matching(pattern);
             add(&self.stats.deletes, removed);
             return Outcome::ok(removed);
         };
-        let result = self.l2_call(self.deadline(), || l2.delete_matching(&self.config.namespace, pattern)).await;
+        // Many keys take many round trips (each bounded by `l2Timeout` on Redis): the removal as a whole gets the
+        // fence window, which is how long its namespace marker keeps loads that started before it from storing.
+        let budget = self.config.l2_timeout().max(self.config.fence_window());
+        let deadline = tokio::time::Instant::now() + budget;
+        let result = self.l2_call(deadline, || l2.delete_matching(&self.config.namespace, pattern)).await;
         self.forget_matching(pattern);
         self.l2_activity.notify_waiters();
         let confirmed = match &result {

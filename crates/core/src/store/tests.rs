@@ -286,7 +286,12 @@ async fn an_l2_that_never_answers_opens_the_breaker_then_calls_skip_it_at_once_u
     let started = Instant::now();
     assert_eq!(a.get("k", TTL_MS).await.error.unwrap().kind, ErrorKind::L2Timeout, "the first call finds the outage");
     assert_eq!(started.elapsed(), L2_TIMEOUT);
-    assert_eq!(a.stats().l2_state, crate::stats::L2State::Down);
+    until(|| a.stats().l2_state == crate::stats::L2State::Down).await;
+    let opened = started.elapsed();
+    assert!(
+        opened >= L2_TIMEOUT * 2 && opened <= L2_TIMEOUT * 2 + Duration::from_millis(10),
+        "{opened:?}: opened once a check on fresh connections timed out too"
+    );
     let commands = server.commands();
     let started = Instant::now();
     for i in 0..100 {
@@ -378,4 +383,23 @@ async fn a_refusing_l2_is_used_again_within_a_second_of_its_return_however_long_
     let back = Instant::now();
     until(|| a.stats().l2_state == crate::stats::L2State::Up).await;
     assert!(back.elapsed() <= Duration::from_millis(super::breaker::MAX_PROBE_DELAY_MS), "{:?}", back.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_is_no_outage_when_the_l2_answers_a_check_right_after() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "bus": false }));
+    let reports = reports_of(&a);
+    server.faults.hang.store(true, Ordering::SeqCst);
+    let stalled = {
+        let store = handle(&a);
+        tokio::spawn(async move { store.get("k", TTL_MS).await.error.map(|e| e.kind) })
+    };
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    server.faults.hang.store(false, Ordering::SeqCst);
+    assert_eq!(stalled.await.unwrap(), Some(ErrorKind::L2Timeout), "the stalled call timed out");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(a.stats().l2_state, crate::stats::L2State::Up, "a stall the L2 recovered from opens nothing");
+    assert!(reports.0.lock().unwrap().is_empty());
+    assert!(a.set("k", "1".into(), TTL_MS).await.error.is_none(), "writes still reach the L2");
 }

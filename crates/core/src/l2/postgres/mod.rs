@@ -89,6 +89,9 @@ pub struct PostgresL2 {
     /// fail one call before the pool let it go.
     pool: std::sync::RwLock<PgPool>,
     pool_options: PgPoolOptions,
+    /// `l2Timeout`: the bound of `invalidatePattern`'s one transaction, which the store gives a longer budget for
+    /// the many round trips a Redis removal takes.
+    round_trip_timeout: Duration,
     connect_options: PgConnectOptions,
     sql: Statements,
     table_ready: AtomicBool,
@@ -120,6 +123,7 @@ impl PostgresL2 {
         Ok(PostgresL2 {
             pool: std::sync::RwLock::new(pool_options.clone().connect_lazy_with(connect_options.clone())),
             pool_options,
+            round_trip_timeout: timeout,
             locks: Arc::new(LockSession::new(connect_options.clone())),
             connect_options,
             sql: Statements::new(config),
@@ -275,18 +279,26 @@ impl PostgresL2 {
     /// Stamps the namespace's marker row and deletes its rows whose key is `LIKE` the pattern, in one transaction
     /// under the namespace's invalidation lock; returns how many were live.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
-        self.ensure_table().await?;
-        let fail = |e| self.error("invalidatePattern", e);
-        let like = pattern.to_like(&crate::key::namespaced(namespace, ""));
-        let mut tx = self.invalidation_locked(namespace, Lock::Exclusive).await.map_err(fail)?;
-        let removed: i64 = sqlx::query_scalar(&self.sql.mark_and_delete_like)
-            .bind(like)
-            .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(fail)?;
-        tx.commit().await.map_err(fail)?;
-        Ok(removed as u64)
+        let removal = async {
+            self.ensure_table().await?;
+            let fail = |e| self.error("invalidatePattern", e);
+            let like = pattern.to_like(&crate::key::namespaced(namespace, ""));
+            let mut tx = self.invalidation_locked(namespace, Lock::Exclusive).await.map_err(fail)?;
+            let removed: i64 = sqlx::query_scalar(&self.sql.mark_and_delete_like)
+                .bind(like)
+                .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tx.commit().await.map_err(fail)?;
+            Ok(removed as u64)
+        };
+        tokio::time::timeout(self.round_trip_timeout, removal).await.unwrap_or_else(|_| {
+            Err(CacheError::new(
+                ErrorKind::L2Timeout,
+                format!("the L2 did not answer within {} ms (l2Timeout)", self.round_trip_timeout.as_millis()),
+            ))
+        })
     }
 
     /// A transaction holding the namespace's invalidation lock until it ends: shared by fenced writes, exclusive for
