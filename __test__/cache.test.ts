@@ -280,6 +280,8 @@ for (const backend of BACKENDS) {
     const stats = await cache.stats()
     t.like(stats, { hits: 1, misses: 1, l1Hits: 1, sets: 2, deletes: 2, errors: 0, hitRate: 0.5 })
     t.is(stats.l1Entries, 0)
+    t.is(await cache.getOrSet('loaded', () => 3), 3)
+    t.like(await cache.stats(), { misses: 2, loaderCalls: 1, sets: 3 }, 'a getOrSet that loads is a miss, on every backend')
     await cache.close()
   })
 }

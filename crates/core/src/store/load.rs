@@ -76,6 +76,8 @@ impl Inner {
     async fn lead(self: &Arc<Self>, key: &str, flight: Arc<Flight>, default_ttl_ms: u64) -> Outcome<LoadStep> {
         let generation = self.generations.of(key);
         let Some(l2) = self.l2.clone() else {
+            // Memory only: the L1 missed, and there is nothing else to ask.
+            bump(&self.stats.misses);
             return Outcome::ok(LoadStep::Lead(self.lease(key, Some(flight), None, None, Duration::ZERO, generation)));
         };
         // The read, the lock and the write of one `getOrSet` share one `l2Timeout`; waiting for another loader
