@@ -132,6 +132,11 @@ impl CacheError {
         CacheError::new(ErrorKind::InvalidOption, format!("option `{name}` must be {expected}"))
     }
 
+    /// `ERR_CACHE_L2_TIMEOUT`: no answer within `l2Timeout`, given in ms. Every bound on an L2 round trip says it so.
+    pub(crate) fn l2_timeout(timeout_ms: u64) -> Self {
+        CacheError::new(ErrorKind::L2Timeout, format!("the L2 did not answer within {timeout_ms} ms (l2Timeout)"))
+    }
+
     /// The stable code of [`Self::kind`], e.g. `ERR_CACHE_L2_TIMEOUT`.
     pub fn code(&self) -> &'static str {
         self.kind.code()

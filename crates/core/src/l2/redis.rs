@@ -302,10 +302,7 @@ impl RedisL2 {
     ) -> Result<T> {
         match tokio::time::timeout(self.round_trip_timeout, call).await {
             Ok(result) => result.map_err(|e| self.error(what, e)),
-            Err(_) => Err(CacheError::new(
-                ErrorKind::L2Timeout,
-                format!("Redis L2 {what}: no answer within {} ms (l2Timeout)", self.round_trip_timeout.as_millis()),
-            )),
+            Err(_) => Err(CacheError::l2_timeout(self.round_trip_timeout.as_millis() as u64)),
         }
     }
 

@@ -112,10 +112,7 @@ impl Inner {
         match tokio::time::timeout(self.config.l2_timeout(), l2.get(&key)).await {
             Ok(Ok(_)) => None,
             Ok(Err(error)) => Some(error),
-            Err(_) => Some(CacheError::new(
-                ErrorKind::L2Timeout,
-                format!("the L2 did not answer a check within {} ms (l2Timeout)", self.config.l2_timeout_ms),
-            )),
+            Err(_) => Some(CacheError::l2_timeout(self.config.l2_timeout_ms)),
         }
     }
 }

@@ -34,12 +34,7 @@ impl Inner {
         if self.breaker.is_open() {
             return Err(CacheError::skipped());
         }
-        let timed_out = || {
-            Err(CacheError::new(
-                ErrorKind::L2Timeout,
-                format!("the L2 did not answer within {} ms (l2Timeout)", self.config.l2_timeout_ms),
-            ))
-        };
+        let timed_out = || Err(CacheError::l2_timeout(self.config.l2_timeout_ms));
         let started = Instant::now();
         let mut result = tokio::time::timeout_at(deadline, call()).await.unwrap_or_else(|_| timed_out());
         // A dropped connection fails at once; a failure that took most of `l2Timeout` (a connect attempt that timed

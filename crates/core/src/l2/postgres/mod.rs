@@ -293,12 +293,10 @@ impl PostgresL2 {
             tx.commit().await.map_err(fail)?;
             Ok(removed as u64)
         };
-        tokio::time::timeout(self.round_trip_timeout, removal).await.unwrap_or_else(|_| {
-            Err(CacheError::new(
-                ErrorKind::L2Timeout,
-                format!("the L2 did not answer within {} ms (l2Timeout)", self.round_trip_timeout.as_millis()),
-            ))
-        })
+        let timeout_ms = self.round_trip_timeout.as_millis() as u64;
+        tokio::time::timeout(self.round_trip_timeout, removal)
+            .await
+            .unwrap_or_else(|_| Err(CacheError::l2_timeout(timeout_ms)))
     }
 
     /// A transaction holding the namespace's invalidation lock until it ends: shared by fenced writes, exclusive for
