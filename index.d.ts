@@ -34,7 +34,9 @@
  * Raised to every `getOrSet` that waited for a load run by another caller of the process (in its own thread or in
  * another) when that loader failed; the caller whose loader it was gets the loader's own error instead:
  * - `ERR_CACHE_LOADER_FAILED` (`Error`): the message is the loader error's message, and `cause` the loader's error
- *   (the error itself in the loader's thread, an `Error` with its message in another thread).
+ *   (the error itself in the loader's thread, an `Error` with its message in another thread). Reported to
+ *   {@link CacheOptions.onError} instead (and not counted in `errors`) when the caller was answered with a stale
+ *   value (see {@link SetOptions.grace}) and when an `earlyRefresh` reload fails.
  *
  * Raised to a `getOrSet` that waited for its loader longer than its `hardTimeout` (the load goes on, and stores its
  * value when it comes):
@@ -191,6 +193,22 @@ export interface CacheOptions {
    */
   hardTimeout?: number
   /**
+   * How long, in seconds, every write keeps its value past its TTL, stale, in both tiers; see
+   * {@link SetOptions.grace}. Integer from 0 to 2592000. Default `0` (nothing is kept past the TTL; the Postgres
+   * table keeps its Prisma shape).
+   */
+  grace?: number
+  /**
+   * The soft timeout of `getOrSet`, in seconds; see {@link GetOrSetOptions.timeout}. Number from 0 to 3600.
+   * Default: none (a caller with a stale value waits for the load as long as it takes, or until `hardTimeout`).
+   */
+  timeout?: number
+  /**
+   * Early refresh of `getOrSet`, a fraction of the TTL; see {@link GetOrSetOptions.earlyRefresh}.
+   * Number from 0.01 to 0.99. Default: none (entries are loaded again only once expired).
+   */
+  earlyRefresh?: number
+  /**
    * Spreads expiries: each stored TTL (L2 and L1) is drawn uniformly within ±`jitter` × TTL, so that keys written
    * together do not all expire, and miss, together. A fraction: Number from 0 to 1. Default `0` (every entry lives
    * exactly its TTL).
@@ -226,7 +244,8 @@ export interface CacheOptions {
    * Called with each L2 or bus failure the cache absorbed instead of throwing (codes `ERR_CACHE_L2_UNAVAILABLE`,
    * `ERR_CACHE_L2_TIMEOUT`, `ERR_CACHE_L2`, `ERR_CACHE_BUS`). Failures on a call's path are reported before that
    * call's Promise settles; background failures (cleanup sweeps, bus reconnects) on a later turn of the event loop.
-   * An exception thrown by the hook is ignored. Default: none (failures are still counted in `stats().errors`).
+   * Also called with `ERR_CACHE_LOADER_FAILED` for a loader error that a stale value covered, or that an
+   * `earlyRefresh` reload met. An exception thrown by the hook is ignored. Default: none (failures are still counted in `stats().errors`).
    */
   onError?: (err: CacheError) => void
 }
@@ -238,6 +257,16 @@ export interface CacheOptions {
 export interface SetOptions {
   /** Time-to-live of the entry, in seconds. Integer from 1 to 2592000. Default: the cache's `ttl`. */
   ttl?: number
+  /**
+   * How long, in seconds, the entry is kept past its TTL, stale, in both tiers. A stale entry is never a hit (`get`
+   * and `has` miss it), but a `getOrSet` whose loader throws, or outlasts its `timeout`, returns it instead
+   * (stale-if-error, stale-while-revalidate), counted in `stats().staleHits`. A `delete`, `invalidatePattern` or
+   * `clear` removes stale entries too. The L1 keeps a stale copy only of what the L2 and the bus vouched for: an
+   * entry written while the L2 or the bus was down gets no grace in the L1. On Postgres the first write with a grace
+   * adds a nullable `"staleUntil" TIMESTAMP(3)` column to the table (`"expiresAt"` stays the end of freshness, so
+   * the Prisma model never reads a stale row as live). Integer from 0 to 2592000. Default: the cache's `grace`.
+   */
+  grace?: number
 }
 
 /** Options of one `getOrSet`: those of {@link SetOptions}, and more. */
@@ -249,6 +278,23 @@ export interface GetOrSetOptions extends SetOptions {
    * loader takes).
    */
   hardTimeout?: number
+  /**
+   * The soft timeout, in seconds: when a stale value (within its `grace`) is at hand and the load takes longer than
+   * this, the call returns the stale value (counted in `stats().staleHits`); the load goes on in the background and
+   * its value is stored, still one load per key across threads and processes. `0` is stale-while-revalidate: the
+   * stale value at once, a reload behind it. A caller waiting for another caller's load gets the stale value after
+   * this long too. With a stale value at hand, `hardTimeout` acts as a soft timeout as well. Number from 0 to 3600.
+   * Default: the cache's `timeout` (none).
+   */
+  timeout?: number
+  /**
+   * Early refresh, a fraction of the TTL: a hit on an entry whose age is over this fraction of `ttl` returns the
+   * entry and starts one background reload (claimed once per L1 entry; single-flight across threads, and across
+   * processes by the load lock), so a hot key is replaced before it expires. The reload's failure goes to `onError`;
+   * its value is stored only if the key did not change meanwhile. Works on entries in the L1 (a cache with
+   * `l1: false` reloads at expiry only). Number from 0.01 to 0.99. Default: the cache's `earlyRefresh` (none).
+   */
+  earlyRefresh?: number
 }
 
 /** A per-call TTL in seconds, or the call's options object. */
@@ -262,6 +308,11 @@ export interface LoaderContext {
    * waits for any more.
    */
   signal: AbortSignal
+  /**
+   * The stale value (past its TTL, within its `grace`) this load replaces, or `undefined` when there is none: the
+   * L2's when it answered, else the L1's.
+   */
+  stale: unknown
 }
 
 /**
@@ -309,6 +360,13 @@ export interface CacheStats {
   lockWaits: number
   /** Waits that ran out after `lockTimeout` and ran the loader themselves. */
   lockTimeouts: number
+  /**
+   * `getOrSet` calls answered with a stale value (within its `grace`): the loader failed, or outlasted the call's
+   * `timeout`, or the load another caller ran did.
+   */
+  staleHits: number
+  /** Background reloads started by `earlyRefresh` (at most one per entry, and one per key at a time). */
+  earlyRefreshes: number
   /**
    * `getOrSet` loads whose value was returned to the caller but not stored, because the key changed on some instance
    * while the loader ran (or it ran past `maxLoadTime`).
@@ -386,7 +444,10 @@ export declare class Cache {
    * `ERR_CACHE_LOADER_FAILED` (its `cause` that error), and caches nothing; a waiter in another process loads itself. A loader result of `null` is cached (negative caching);
    * `undefined` is an `ERR_CACHE_INVALID_VALUE` rejection.
    * The loader gets a {@link LoaderContext}. With a `hardTimeout` (per call or the cache's), the call rejects with
-   * `ERR_CACHE_LOADER_TIMEOUT` past it while the load goes on and stores its value.
+   * `ERR_CACHE_LOADER_TIMEOUT` past it while the load goes on and stores its value. With a stale value at hand (see
+   * {@link SetOptions.grace}), a loader that fails, or outlasts `timeout` (or `hardTimeout`), gives the call the
+   * stale value instead, its error going to `onError` as `ERR_CACHE_LOADER_FAILED` (the error as `cause`); waiters
+   * get the stale value too.
    * @param options - the TTL in seconds, or {@link GetOrSetOptions}.
    * @throws synchronously: `TypeError` `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_LOADER`, `ERR_CACHE_INVALID_TTL`
    * (any invalid per-call option); `Error` `ERR_CACHE_CLOSED`.

@@ -105,7 +105,8 @@ function callOptions(argument, known) {
     const rule = RULE_OF[name]
     if (value !== undefined && !accepts(rule, value)) {
       const kind = rule.integer ? 'an integer' : 'a number'
-      throw invalidTtl(`per-call option \`${name}\` must be ${kind} of seconds from ${rule.min} to ${rule.max}; got ${String(value)}`)
+      const of = rule.unit === 'seconds' ? ' of seconds' : ''
+      throw invalidTtl(`per-call option \`${name}\` must be ${kind}${of} from ${rule.min} to ${rule.max}; got ${String(value)}`)
     }
   }
   return argument
@@ -190,12 +191,12 @@ function errorMessage(error) {
   return error instanceof Error ? error.message : String(error)
 }
 
-/** Calls the user's hook; a hook that throws must not break the call that reported. */
+/** Calls the user's hook with an error; a hook that throws must not break the call that reported. */
 function reporterFor(onError) {
   if (onError === undefined) return undefined
-  return (info) => {
+  return (error) => {
     try {
-      onError(fromInfo(info))
+      onError(error)
     } catch {
       // Documented: an exception thrown by onError is ignored.
     }
@@ -233,7 +234,7 @@ class Cache {
     }
     const report = reporterFor(onError)
     this.#report = report ?? (() => {})
-    this.#native = new NativeCache(rest, report)
+    this.#native = new NativeCache(rest, report && ((info) => report(fromInfo(info))))
     if (immutable) {
       this.#frozen = new FrozenValues(this.#native.l1Bounds)
       this.#parse = (json) => deepFreeze(JSON.parse(json))
@@ -256,7 +257,7 @@ class Cache {
   }
 
   #absorbed(info) {
-    if (info) this.#report(info)
+    if (info) this.#report(fromInfo(info))
   }
 
   get(key) {
@@ -272,7 +273,8 @@ class Cache {
   set(key, value, ttl) {
     checkKey(key)
     const json = serialize(value)
-    const written = this.#native.set(key, json, callOptions(ttl, SET_OPTIONS).ttl)
+    const call = callOptions(ttl, SET_OPTIONS)
+    const written = this.#native.set(key, json, call.ttl, call.grace)
     this.#forgetLoads([key])
     return written.then((error) => this.#absorbed(error))
   }
@@ -282,42 +284,51 @@ class Cache {
     if (typeof loader !== 'function') {
       throw cacheError(TypeError, CODES.InvalidLoader, `a loader must be a function; got ${typeof loader}`)
     }
-    const { ttl: seconds, hardTimeout } = callOptions(options, GET_OR_SET_OPTIONS)
+    const call = callOptions(options, GET_OR_SET_OPTIONS)
     const hit = this.#l1Value(key)
-    if (hit !== undefined) return Promise.resolve(hit)
-    const abort = new AbortController()
+    if (hit !== undefined) {
+      this.#refreshEarly(key, loader, call)
+      return Promise.resolve(hit)
+    }
+    // `stale`: set once a stale value is at hand, which turns the hard timeout into a soft one.
+    const caller = { abort: new AbortController(), stale: false }
     const load = this.#loads.get(key)
     // Each caller parses its own copy (or gets a frozen one): no two callers ever share one mutable object.
     const json =
-      load === undefined ? this.#lead(key, loader, seconds, abort) : this.#follow(load, key, loader, seconds, abort)
-    const hardTimeoutMs = hardTimeout === undefined ? this.#native.hardTimeoutMs : hardTimeout * 1000
-    return this.#within(json, hardTimeoutMs, abort).then(this.#parse)
+      load === undefined ? this.#lead(key, loader, call, caller) : this.#follow(load, key, loader, call, caller)
+    return this.#within(json, this.#hardTimeoutMs(call), caller).then(this.#parse)
+  }
+
+  /** The call's hard timeout in ms, or the cache's; `undefined` for none. */
+  #hardTimeoutMs(call) {
+    return call.hardTimeout === undefined ? this.#native.hardTimeoutMs : call.hardTimeout * 1000
   }
 
   /**
    * The caller's wait for `json`, bounded by its hard timeout: past it, the caller gets `ERR_CACHE_LOADER_TIMEOUT`
    * and its loader's signal is aborted, but the load is not dropped: whoever else waits still gets it, and a value
-   * that comes is stored.
+   * that comes is stored. A caller with a stale value at hand gets that instead (see `#orStale`).
    */
-  #within(json, ms, abort) {
+  #within(json, ms, caller) {
     if (ms == null) return json
     let timer
     const timedOut = new Promise((_, reject) => {
       // Not unref'd: a caller is waiting on it, as on any I/O.
       timer = setTimeout(() => {
+        if (caller.stale) return
         const error = loaderTimeout(ms)
-        abort.abort(error)
+        caller.abort.abort(error)
         reject(error)
       }, ms)
     })
     return Promise.race([json, timedOut]).finally(() => clearTimeout(timer))
   }
 
-  #lead(key, loader, seconds, abort) {
+  #lead(key, loader, call, caller) {
     let loaderStarted
     const started = new Promise((resolve) => (loaderStarted = resolve))
     const load = { started, json: undefined }
-    load.json = this.#load(key, loader, seconds, abort, true, loaderStarted).finally(() => {
+    load.json = this.#load(key, loader, call, caller, true, loaderStarted).finally(() => {
       loaderStarted()
       if (this.#loads.get(key) === load) this.#loads.delete(key)
     })
@@ -329,7 +340,7 @@ class Cache {
    * Waits for this thread's load of the key; once its loader runs, only as long as a caller in another thread or
    * process would (`lockTimeout`), then loads itself: a loader that never settles holds up no one for longer.
    */
-  #follow(load, key, loader, seconds, abort) {
+  #follow(load, key, loader, call, caller) {
     this.#native.countLockWait()
     let timer
     const waited = load.started.then(
@@ -342,7 +353,7 @@ class Cache {
     return Promise.race([load.json, waited]).then(
       (json) => {
         clearTimeout(timer)
-        return json === TIMED_OUT ? this.#load(key, loader, seconds, abort, false) : json
+        return json === TIMED_OUT ? this.#load(key, loader, call, caller, false) : json
       },
       (error) => {
         clearTimeout(timer)
@@ -351,24 +362,89 @@ class Cache {
     )
   }
 
-  async #load(key, loader, seconds, abort, waitForOthers, loaderStarted) {
-    const started = await this.#native.beginLoad(key, waitForOthers)
+  async #load(key, loader, call, caller, waitForOthers, loaderStarted) {
+    const started = await this.#native.beginLoad(key, waitForOthers, call.timeout)
     this.#absorbed(started.error)
-    if (started.json != null) return started.json
+    if (started.json != null) {
+      this.#refreshEarly(key, loader, call)
+      return started.json
+    }
     if (started.failure) throw loaderFailed(started.failure.message)
-    let json
+    // Another caller's load failed or outlasted this call's soft timeout (counted natively).
+    if (started.lease == null && started.stale != null) return started.stale
+    const { lease, stale } = started
+    const { abort } = caller
     this.#running.add(abort)
+    loaderStarted?.()
+    const context = { signal: abort.signal, stale: stale == null ? undefined : this.#parse(stale) }
+    const loaded = this.#run(loader, context, lease, call, abort)
+    if (stale == null) return loaded
+    caller.stale = true
+    return this.#orStale(loaded, stale, call)
+  }
+
+  /** Runs the loader and settles its lease: stored when the value comes, its waiters failed over when it throws. */
+  async #run(loader, context, lease, call, abort) {
+    let json
     try {
-      loaderStarted?.()
-      json = serialize(await loader({ signal: abort.signal }))
+      json = serialize(await loader(context))
     } catch (error) {
-      if (started.lease != null) await this.#native.failLoad(started.lease, errorMessage(error))
+      if (lease != null) await this.#native.failLoad(lease, errorMessage(error))
       throw error
     } finally {
       this.#running.delete(abort)
     }
-    if (started.lease != null) this.#absorbed(await this.#native.completeLoad(started.lease, json, seconds))
+    if (lease != null) this.#absorbed(await this.#native.completeLoad(lease, json, call.ttl, call.grace))
     return json
+  }
+
+  /**
+   * With a stale value at hand: the loaded value, or the stale one when the load fails (stale-if-error, the error
+   * to `onError`) or takes longer than the soft timeout (or the hard one, which a stale value turns soft). The load
+   * goes on behind a stale answer, and stores its value when it comes.
+   */
+  #orStale(loaded, stale, call) {
+    let served = false
+    const serveStale = () => {
+      if (!served) this.#native.countStaleHit()
+      served = true
+      return stale
+    }
+    const guarded = loaded.catch((error) => {
+      this.#report(loaderFailed(errorMessage(error), error))
+      return serveStale()
+    })
+    const softMs = call.timeout === undefined ? this.#native.softTimeoutMs : call.timeout * 1000
+    const hardMs = this.#hardTimeoutMs(call)
+    const waitMs = softMs == null ? hardMs : hardMs == null ? softMs : Math.min(softMs, hardMs)
+    if (waitMs == null) return guarded
+    let timer
+    const timedOut = new Promise((resolve) => {
+      // Not unref'd: a caller is waiting on it, as on any I/O.
+      timer = setTimeout(() => resolve(serveStale()), waitMs)
+    })
+    return Promise.race([guarded, timedOut]).finally(() => clearTimeout(timer))
+  }
+
+  /**
+   * `earlyRefresh`: a hit on an entry near the end of its TTL starts one background reload (claimed once per entry,
+   * single-flight across threads and processes). The caller never waits for it; its failure goes to `onError`.
+   */
+  #refreshEarly(key, loader, call) {
+    if (call.earlyRefresh === undefined && this.#native.earlyRefresh == null) return
+    if (!this.#native.claimRefresh(key, call.ttl, call.earlyRefresh)) return
+    const abort = new AbortController()
+    this.#native.beginRefresh(key, call.ttl, call.earlyRefresh).then(
+      (started) => {
+        this.#absorbed(started.error)
+        if (started.lease == null) return
+        this.#running.add(abort)
+        this.#run(loader, { signal: abort.signal, stale: undefined }, started.lease, call, abort).catch((error) =>
+          this.#report(loaderFailed(errorMessage(error), error)),
+        )
+      },
+      (error) => this.#report(error),
+    )
   }
 
   /** A change of these keys: a getOrSet that starts after it must not join a load that started before it. */

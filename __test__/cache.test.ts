@@ -5,7 +5,19 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 
-import { BACKENDS, Cache, POSTGRES_URL, ThrowawayRedis, cacheFor, eventually, freePort, runNode, sleep, uniqueNamespace } from './helpers.js'
+import {
+  BACKENDS,
+  Cache,
+  POSTGRES_URL,
+  ThrowawayRedis,
+  cacheFor,
+  eventually,
+  freePort,
+  runNode,
+  scratchTable,
+  sleep,
+  uniqueNamespace,
+} from './helpers.js'
 import type { CacheError, CacheErrorCode } from '../index.js'
 
 const tenant = { id: 't_1', slug: 'acme', name: 'Acme Inc.', active: true, settings: { theme: 'dark', locale: 'en-US' } }
@@ -17,18 +29,6 @@ function codeOf(fn: () => unknown): string | undefined {
     return (error as CacheError).code
   }
   return undefined
-}
-
-/** A table name of this test's own and a Postgres client, both dropped when the test ends. */
-async function scratchTable(t: ExecutionContext, prefix: string): Promise<{ client: pg.Client; table: string }> {
-  const table = `${prefix}_${process.pid}_${Date.now()}`
-  const client = new pg.Client({ connectionString: POSTGRES_URL })
-  await client.connect()
-  t.teardown(async () => {
-    await client.query(`DROP TABLE IF EXISTS "${table}"`)
-    await client.end()
-  })
-  return { client, table }
 }
 
 for (const backend of BACKENDS) {

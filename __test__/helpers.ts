@@ -106,6 +106,18 @@ export function openCache(t: ExecutionContext, options: CacheOptions): CacheClas
   return cache
 }
 
+/** A table name no other test uses, and a client on the test database; the table is dropped when the test ends. */
+export async function scratchTable(t: ExecutionContext, prefix: string): Promise<{ client: pg.Client; table: string }> {
+  const table = `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`
+  const client = new pg.Client({ connectionString: POSTGRES_URL })
+  await client.connect()
+  t.teardown(async () => {
+    await client.query(`DROP TABLE IF EXISTS "${table}"`)
+    await client.end()
+  })
+  return { client, table }
+}
+
 export async function withPg<T>(url: string, f: (db: pg.Client) => Promise<T>): Promise<T> {
   const db = new pg.Client({ connectionString: url })
   await db.connect()

@@ -64,7 +64,19 @@ pub struct LoadResult {
     pub lease: Option<u32>,
     /// The `ERR_CACHE_LOADER_FAILED` of the load this call waited for, with the loader's message.
     pub failure: Option<ErrorInfo>,
+    /// A stale value within its grace. With a `lease`: serve it if the loader fails or outlasts the soft timeout.
+    /// Without one: serve it now (another caller's load failed or outlasted the soft timeout; counted).
+    pub stale: Option<JsonText>,
     /// An L2 failure absorbed on the way, for `onError`; the call went on without the L2.
+    pub error: Option<ErrorInfo>,
+}
+
+/// The start of an early refresh: a lease when this caller is to run the loader.
+#[napi(object)]
+pub struct RefreshResult {
+    /// Set when this caller must run the loader in the background, then `completeLoad` or `failLoad` this id.
+    pub lease: Option<u32>,
+    /// An L2 failure that ended the refresh, for `onError`.
     pub error: Option<ErrorInfo>,
 }
 
@@ -193,6 +205,18 @@ impl NativeCache {
         self.cache.as_ref().and_then(|c| c.hard_timeout_ms()).map(|ms| ms as f64)
     }
 
+    /// The default soft `timeout` of `getOrSet`, in ms; `undefined` when there is none.
+    #[napi(getter)]
+    pub fn soft_timeout_ms(&self) -> Option<f64> {
+        self.cache.as_ref().and_then(|c| c.soft_timeout_ms()).map(|ms| ms as f64)
+    }
+
+    /// The default `earlyRefresh` of `getOrSet`, a fraction of the TTL; `undefined` when off.
+    #[napi(getter)]
+    pub fn early_refresh(&self) -> Option<f64> {
+        self.cache.as_ref().and_then(|c| c.early_refresh())
+    }
+
     /// The L1's bounds `[maxEntries, maxBytes]` (0, 0 without an L1): `index.js` bounds its per-thread frozen values
     /// (`immutable`) by them.
     #[napi(getter)]
@@ -244,9 +268,10 @@ impl NativeCache {
         })
     }
 
-    /// Writes `json` for `ttl_seconds` (default: the `ttl` option) to both tiers: a Promise of the absorbed failure,
-    /// or of nothing. Throws `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` (a
-    /// `RangeError`), `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_CLOSED` at once.
+    /// Writes `json` for `ttl_seconds` (default: the `ttl` option), kept stale for `grace_seconds` more (default:
+    /// the `grace` option), to both tiers: a Promise of the absorbed failure, or of nothing. Throws
+    /// `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` (a `RangeError`),
+    /// `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
     pub fn set<'env>(
         &self,
@@ -254,8 +279,10 @@ impl NativeCache {
         key: String,
         json: String,
         ttl_seconds: Option<f64>,
+        grace_seconds: Option<f64>,
     ) -> Result<Object<'env>> {
-        self.promise(env, self.cache(env)?.set(key, json, ttl_seconds), |written| error_info(written.error))
+        let written = self.cache(env)?.set(key, json, ttl_seconds, grace_seconds);
+        self.promise(env, written, |written| error_info(written.error))
     }
 
     /// Removes keys from both tiers: a Promise of a [`CountResult`] of the live entries removed. Throws
@@ -290,16 +317,29 @@ impl NativeCache {
 
     /// Starts a `getOrSet`; a `lease` in the result means: run the loader, then `completeLoad` or `failLoad`. With
     /// `waitForOthers` false (the caller's wait for a load of its own thread ran out), a load in progress is not
-    /// waited for again. A result with neither JSON, lease nor failure means the cache was closed meanwhile: run the
-    /// loader, store nothing.
+    /// waited for again; with a stale value, a wait for another caller's load lasts at most `timeoutSeconds`
+    /// (default: the `timeout` option). A result with neither JSON, lease, stale value nor failure means the cache
+    /// was closed meanwhile: run the loader, store nothing. Throws `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_TTL`
+    /// or `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
-    pub fn begin_load<'env>(&self, env: &'env Env, key: String, wait_for_others: Option<bool>) -> Result<Object<'env>> {
-        let started = self.cache(env)?.begin_load(key, wait_for_others.unwrap_or(true));
+    pub fn begin_load<'env>(
+        &self,
+        env: &'env Env,
+        key: String,
+        wait_for_others: Option<bool>,
+        timeout_seconds: Option<f64>,
+    ) -> Result<Object<'env>> {
+        let started = self.cache(env)?.begin_load(key, wait_for_others.unwrap_or(true), timeout_seconds);
         self.promise(env, started, |started| {
-            let mut result = LoadResult { json: None, lease: None, failure: None, error: error_info(started.error) };
+            let mut result =
+                LoadResult { json: None, lease: None, failure: None, stale: None, error: error_info(started.error) };
             match started.value {
                 LoadStart::Hit(json) => result.json = Some(JsonText(json)),
-                LoadStart::Lead(lease) => result.lease = Some(lease),
+                LoadStart::Lead { lease, stale } => {
+                    result.lease = Some(lease);
+                    result.stale = stale.map(JsonText);
+                }
+                LoadStart::Stale(json) => result.stale = Some(JsonText(json)),
                 LoadStart::Failed(error) => result.failure = Some(ErrorInfo::from(&error)),
                 LoadStart::Closed => {}
             }
@@ -307,9 +347,38 @@ impl NativeCache {
         })
     }
 
-    /// Stores a loader's value under its lease (unless the key changed while it ran) and hands it to the waiters: a
-    /// Promise of the absorbed failure, or of nothing. Throws the value's or the TTL's error at once (the waiters
-    /// get it as the load's failure). Once closed, it stores nothing and resolves at once.
+    /// Whether a `getOrSet` hit on `key` starts an early refresh (and claims it): its L1 entry has less than
+    /// `1 - earlyRefresh` of its TTL left. `ttlSeconds` and `earlyRefresh` default to the options. Throws
+    /// `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_CLOSED` at once.
+    #[napi(catch_unwind)]
+    pub fn claim_refresh(
+        &self,
+        env: Env,
+        key: String,
+        ttl_seconds: Option<f64>,
+        early_refresh: Option<f64>,
+    ) -> Result<bool> {
+        self.cache(&env)?.claim_refresh(&key, ttl_seconds, early_refresh).map_err(|e| throw(&env, e))
+    }
+
+    /// Starts a claimed early refresh: a Promise of a [`RefreshResult`], whose `lease` means: run the loader, then
+    /// `completeLoad` or `failLoad`. Throws as `claimRefresh` does.
+    #[napi(catch_unwind)]
+    pub fn begin_refresh<'env>(
+        &self,
+        env: &'env Env,
+        key: String,
+        ttl_seconds: Option<f64>,
+        early_refresh: Option<f64>,
+    ) -> Result<Object<'env>> {
+        let started = self.cache(env)?.begin_refresh(key, ttl_seconds, early_refresh);
+        self.promise(env, started, |started| RefreshResult { lease: started.value, error: error_info(started.error) })
+    }
+
+    /// Stores a loader's value under its lease (unless the key changed while it ran), fresh for `ttlSeconds` and
+    /// stale for `graceSeconds` (defaults: the options), and hands it to the waiters: a Promise of the absorbed
+    /// failure, or of nothing. Throws the value's, the TTL's or the grace's error at once (the waiters get it as the
+    /// load's failure). Once closed, it stores nothing and resolves at once.
     #[napi(catch_unwind)]
     pub fn complete_load<'env>(
         &self,
@@ -317,14 +386,16 @@ impl NativeCache {
         lease: u32,
         json: String,
         ttl_seconds: Option<f64>,
+        grace_seconds: Option<f64>,
     ) -> Result<Object<'env>> {
         // `close` ended every lease: the value is the caller's alone.
         let Some(cache) = &self.cache else { return self.settler.promise(env, async { None::<ErrorInfo> }) };
-        self.promise(env, cache.complete_load(lease, json, ttl_seconds), |stored| error_info(stored.error))
+        let stored = cache.complete_load(lease, json, ttl_seconds, grace_seconds);
+        self.promise(env, stored, |stored| error_info(stored.error))
     }
 
-    /// Fails a lease: its waiters get `ERR_CACHE_LOADER_FAILED` with `message`; nothing is cached. Once closed, it
-    /// resolves at once, as `completeLoad` does.
+    /// Fails a lease: its waiters get `ERR_CACHE_LOADER_FAILED` with `message`, or the lease's stale value when it
+    /// has one; nothing is cached. Once closed, it resolves at once, as `completeLoad` does.
     #[napi(catch_unwind)]
     pub fn fail_load<'env>(&self, env: &'env Env, lease: u32, message: String) -> Result<Object<'env>> {
         let Some(cache) = &self.cache else { return self.settler.promise(env, async {}) };
@@ -335,6 +406,13 @@ impl NativeCache {
     #[napi(catch_unwind)]
     pub fn count_lock_wait(&self, env: Env) -> Result<()> {
         self.cache(&env)?.count_lock_wait();
+        Ok(())
+    }
+
+    /// Counts a `getOrSet` that `index.js` answered with a stale value, in `staleHits`.
+    #[napi(catch_unwind)]
+    pub fn count_stale_hit(&self, env: Env) -> Result<()> {
+        self.cache(&env)?.count_stale_hit();
         Ok(())
     }
 

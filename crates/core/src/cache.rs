@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -17,9 +18,10 @@ use crate::key::validate_key;
 use crate::l1::L1Entry;
 use crate::pattern::Pattern;
 use crate::registry::shared_store;
+use crate::rules::{EARLY_REFRESH, GRACE, SOFT_TIMEOUT};
 use crate::stats::StatsSnapshot;
 use crate::store::{ErrorSink, Json, LoadLease, LoadStep, Outcome, Store};
-use crate::ttl::{jittered, per_call_ttl_ms};
+use crate::ttl::{jittered, per_call, per_call_ms, per_call_ttl_ms, Lifetime};
 use crate::value::validate_json;
 
 /// Patterns may be this long at least, whatever `maxKeyLength` says.
@@ -30,8 +32,16 @@ const MIN_PATTERN_LIMIT_BYTES: usize = 1024;
 pub enum LoadStart {
     /// The value: cached, or loaded by another caller.
     Hit(Json),
-    /// Run the loader, then [`Cache::complete_load`] or [`Cache::fail_load`] this lease.
-    Lead(u32),
+    /// Run the loader, then [`Cache::complete_load`] or [`Cache::fail_load`] this lease. `stale` is the value to
+    /// serve if the loader fails or outlasts the soft timeout (stale-if-error, stale-while-revalidate).
+    Lead {
+        /// The lease's id.
+        lease: u32,
+        /// A stale value within its grace, if there is one.
+        stale: Option<Json>,
+    },
+    /// Serve this stale value (counted in `staleHits`): another caller's load failed or outlasted the soft timeout.
+    Stale(Json),
     /// The load this call waited for failed (`ERR_CACHE_LOADER_FAILED`, the loader's message).
     Failed(CacheError),
     /// The handle was closed meanwhile: run the loader, nothing will be stored.
@@ -111,15 +121,27 @@ impl Cache {
         validate_key(key, self.handle.max_key_len)
     }
 
-    /// The TTL a write stores, in ms: the call's or the default, spread by `jitter`.
-    fn ttl_ms(&self, ttl_seconds: Option<f64>) -> Result<u64> {
+    /// What a write stores: the call's TTL or the default, spread by `jitter`, and the call's grace or the default.
+    /// `ERR_CACHE_INVALID_TTL` for either out of its range.
+    fn lifetime(&self, ttl_seconds: Option<f64>, grace_seconds: Option<f64>) -> Result<Lifetime> {
         let ttl_ms = ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)?;
-        Ok(jittered(ttl_ms, self.handle.jitter))
+        let grace_ms = grace_seconds.map_or(Ok(self.handle.grace_ms), |s| per_call_ms(&GRACE, s))?;
+        Ok(Lifetime { ttl_ms: jittered(ttl_ms, self.handle.jitter), grace_ms })
     }
 
     /// The default `hardTimeout` of `getOrSet`, in ms (option `hardTimeout`); `None` when there is none.
     pub fn hard_timeout_ms(&self) -> Option<u64> {
         self.handle.hard_timeout_ms
+    }
+
+    /// The default soft `timeout` of `getOrSet`, in ms (option `timeout`); `None` when there is none.
+    pub fn soft_timeout_ms(&self) -> Option<u64> {
+        self.handle.soft_timeout_ms
+    }
+
+    /// The default `earlyRefresh` of `getOrSet`, a fraction of the TTL (option `earlyRefresh`); `None` when off.
+    pub fn early_refresh(&self) -> Option<f64> {
+        self.handle.early_refresh
     }
 
     /// An L1 hit, counted; `None` on an L1 miss, which the caller follows up with [`Self::get_after_l1_miss`].
@@ -144,20 +166,21 @@ impl Cache {
         Ok(async move { store.read_l2(&key, default_ttl_ms).await })
     }
 
-    /// Writes `json` (JSON text as `JSON.stringify` makes it) for `ttl_seconds` (default: the option `ttl`) to both
-    /// tiers. Fails at once with `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` or
-    /// `ERR_CACHE_INVALID_TTL`.
+    /// Writes `json` (JSON text as `JSON.stringify` makes it) for `ttl_seconds` (default: the option `ttl`), kept
+    /// stale for `grace_seconds` more (default: the option `grace`), to both tiers. Fails at once with
+    /// `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` or `ERR_CACHE_INVALID_TTL`.
     pub fn set(
         &self,
         key: String,
         json: String,
         ttl_seconds: Option<f64>,
+        grace_seconds: Option<f64>,
     ) -> Result<impl Future<Output = Outcome<()>> + Send + 'static> {
         self.checked_key(&key)?;
         validate_json(&json, self.handle.max_value_bytes)?;
-        let ttl_ms = self.ttl_ms(ttl_seconds)?;
+        let lifetime = self.lifetime(ttl_seconds, grace_seconds)?;
         let store = self.store.clone();
-        Ok(async move { store.set(&key, json, ttl_ms).await })
+        Ok(async move { store.set(&key, json, lifetime).await })
     }
 
     /// Removes keys from both tiers; the count of live entries removed. Fails at once with `ERR_CACHE_INVALID_KEY`
@@ -195,23 +218,77 @@ impl Cache {
     }
 
     /// Starts a `getOrSet`. With `wait_for_others` false (the caller already waited `lockTimeout` for a load of its
-    /// own thread), a load in progress is not waited for again. Fails at once with `ERR_CACHE_INVALID_KEY`.
+    /// own thread), a load in progress is not waited for again. With a stale value at hand, a wait for another
+    /// caller's load lasts at most `soft_timeout_seconds` (default: the option `timeout`). Fails at once with
+    /// `ERR_CACHE_INVALID_KEY` or `ERR_CACHE_INVALID_TTL`.
     pub fn begin_load(
         &self,
         key: String,
         wait_for_others: bool,
+        soft_timeout_seconds: Option<f64>,
     ) -> Result<impl Future<Output = Outcome<LoadStart>> + Send + 'static> {
         self.checked_key(&key)?;
+        let soft_timeout_ms = match soft_timeout_seconds {
+            Some(seconds) => Some(per_call_ms(&SOFT_TIMEOUT, seconds)?),
+            None => self.handle.soft_timeout_ms,
+        };
+        let soft_timeout = soft_timeout_ms.map(Duration::from_millis);
         let (store, leases, default_ttl_ms) = (self.store.clone(), self.leases.clone(), self.handle.default_ttl_ms);
         Ok(async move {
-            let started = store.begin_load(&key, wait_for_others, default_ttl_ms).await;
+            let started = store.begin_load(&key, wait_for_others, default_ttl_ms, soft_timeout).await;
             let value = match started.value {
                 LoadStep::Hit(json) => LoadStart::Hit(json),
                 LoadStep::Failed(error) => LoadStart::Failed(error),
-                // A lease that is not kept is dropped here, and its waiters take the load over.
-                LoadStep::Lead(lease) => leases.keep(lease).map_or(LoadStart::Closed, LoadStart::Lead),
+                LoadStep::Stale(json) => LoadStart::Stale(json),
+                LoadStep::Lead(lease) => {
+                    let stale = lease.stale().cloned();
+                    // A lease that is not kept is dropped here, and its waiters take the load over.
+                    leases.keep(lease).map_or(LoadStart::Closed, |lease| LoadStart::Lead { lease, stale })
+                }
             };
             Outcome { value, error: started.error }
+        })
+    }
+
+    /// Whether a `getOrSet` hit on `key` should start an early refresh: its L1 entry has less than
+    /// `1 - early_refresh` of its TTL (`ttl_seconds`, default: the option `ttl`) left, and nobody claimed its
+    /// refresh yet (this call claims it). `early_refresh` defaults to the option `earlyRefresh`; `false` without
+    /// one. Fails at once with `ERR_CACHE_INVALID_TTL`.
+    pub fn claim_refresh(&self, key: &str, ttl_seconds: Option<f64>, early_refresh: Option<f64>) -> Result<bool> {
+        let Some(threshold) = self.refresh_threshold(ttl_seconds, early_refresh)? else {
+            return Ok(false);
+        };
+        Ok(self.store.l1_peek(key).is_some_and(|entry| entry.claim_refresh(threshold)))
+    }
+
+    /// The freshness left below which a hit starts an early refresh: `(1 - earlyRefresh) × TTL`; `None` without an
+    /// `earlyRefresh`.
+    fn refresh_threshold(&self, ttl_seconds: Option<f64>, early_refresh: Option<f64>) -> Result<Option<Duration>> {
+        let fraction = match early_refresh {
+            Some(fraction) => per_call(&EARLY_REFRESH, fraction)?,
+            None => match self.handle.early_refresh {
+                Some(fraction) => fraction,
+                None => return Ok(None),
+            },
+        };
+        let ttl_ms = ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)?;
+        Ok(Some(Duration::from_millis((ttl_ms as f64 * (1.0 - fraction)) as u64)))
+    }
+
+    /// Starts the early refresh that [`Self::claim_refresh`] claimed: a lease id when this caller is to run the
+    /// loader, `None` when another caller or instance is already at it. Fails at once as `claim_refresh` does.
+    pub fn begin_refresh(
+        &self,
+        key: String,
+        ttl_seconds: Option<f64>,
+        early_refresh: Option<f64>,
+    ) -> Result<impl Future<Output = Outcome<Option<u32>>> + Send + 'static> {
+        self.checked_key(&key)?;
+        let threshold = self.refresh_threshold(ttl_seconds, early_refresh)?.unwrap_or(Duration::ZERO);
+        let (store, leases, default_ttl_ms) = (self.store.clone(), self.leases.clone(), self.handle.default_ttl_ms);
+        Ok(async move {
+            let started = store.begin_refresh(&key, threshold, default_ttl_ms).await;
+            Outcome { value: started.value.and_then(|lease| leases.keep(lease)), error: started.error }
         })
     }
 
@@ -223,13 +300,15 @@ impl Cache {
         lease: u32,
         json: String,
         ttl_seconds: Option<f64>,
+        grace_seconds: Option<f64>,
     ) -> Result<impl Future<Output = Outcome<bool>> + Send + 'static> {
-        let checked = validate_json(&json, self.handle.max_value_bytes).and_then(|()| self.ttl_ms(ttl_seconds));
+        let checked =
+            validate_json(&json, self.handle.max_value_bytes).and_then(|()| self.lifetime(ttl_seconds, grace_seconds));
         let lease = self.leases.take(lease);
         match (checked, lease) {
-            (Ok(ttl_ms), lease) => Ok(async move {
+            (Ok(lifetime), lease) => Ok(async move {
                 match lease {
-                    Some(lease) => lease.complete(json, ttl_ms).await,
+                    Some(lease) => lease.complete(json, lifetime).await,
                     None => Outcome { value: false, error: None },
                 }
             }),
@@ -243,7 +322,8 @@ impl Cache {
         }
     }
 
-    /// Fails a lease: its waiters get `ERR_CACHE_LOADER_FAILED` with `message`; nothing is cached.
+    /// Fails a lease: its waiters get `ERR_CACHE_LOADER_FAILED` with `message`, or the lease's stale value when it
+    /// has one (which its caller serves too); nothing is cached.
     pub fn fail_load(&self, lease: u32, message: String) -> impl Future<Output = ()> + Send + 'static {
         let lease = self.leases.take(lease);
         async move {
@@ -257,6 +337,12 @@ impl Cache {
     /// every waiter is counted in `lockWaits` alike, wherever its loader runs.
     pub fn count_lock_wait(&self) {
         self.store.count_lock_wait();
+    }
+
+    /// Counts a `getOrSet` that the binding answered with a stale value (its loader failed or outlasted its soft
+    /// timeout), in `staleHits`.
+    pub fn count_stale_hit(&self) {
+        self.store.count_stale_hit();
     }
 
     /// The counters, the hit rate and the L1 and bus gauges.

@@ -99,6 +99,15 @@ pub struct HandleConfig {
     /// The default `hardTimeout` of `getOrSet`, in ms (option `hardTimeout`, [`crate::rules::HARD_TIMEOUT`]); `None`:
     /// a caller waits for its loader as long as it takes. `index.js` runs the timer.
     pub hard_timeout_ms: Option<u64>,
+    /// How long a write keeps its value stale past its TTL, in ms (option `grace`, [`crate::rules::GRACE`]); 0 keeps
+    /// nothing past the TTL.
+    pub grace_ms: u64,
+    /// The default soft `timeout` of `getOrSet`, in ms (option `timeout`, [`crate::rules::SOFT_TIMEOUT`]): with a
+    /// stale value at hand, the longest a caller waits for a load. `None`: as long as the load takes.
+    pub soft_timeout_ms: Option<u64>,
+    /// The default `earlyRefresh` of `getOrSet`, a fraction of the TTL (option `earlyRefresh`,
+    /// [`crate::rules::EARLY_REFRESH`]); `None`: entries are reloaded only once expired.
+    pub early_refresh: Option<f64>,
     /// The spread of stored TTLs, as a fraction of the TTL (option `jitter`, [`crate::rules::JITTER`]).
     pub jitter: f64,
 }

@@ -1,7 +1,7 @@
 //! Single-flight within a process: concurrent loads of one key, from any thread, share the first one's result.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,6 +13,8 @@ pub enum FlightResult {
     Loaded(Arc<str>),
     /// The loader's error message.
     Failed(String),
+    /// The load failed or was slow, and its caller served this stale value (within its grace) instead.
+    Stale(Arc<str>),
     /// The leader went away without an answer (its thread ended, its cache closed): a waiter takes over.
     Abandoned,
 }
@@ -20,14 +22,33 @@ pub enum FlightResult {
 /// One load in progress.
 pub struct Flight {
     result: watch::Sender<Option<FlightResult>>,
+    /// The stale value the leader found, for followers to serve when they stop waiting at their soft timeout.
+    stale: OnceLock<Arc<str>>,
+}
+
+impl Flight {
+    /// The leader's result, to [`wait`] for.
+    pub fn follow(&self) -> watch::Receiver<Option<FlightResult>> {
+        self.result.subscribe()
+    }
+
+    /// Shares the stale value the leader found with its followers.
+    pub fn offer_stale(&self, json: &str) {
+        let _ = self.stale.set(Arc::from(json));
+    }
+
+    /// The stale value the leader found, if any yet.
+    pub fn stale(&self) -> Option<Arc<str>> {
+        self.stale.get().cloned()
+    }
 }
 
 /// How a caller joined the load of a key.
 pub enum Joined {
     /// The caller runs the load and must [`Flights::finish`] it.
     Leader(Arc<Flight>),
-    /// Another caller is loading; wait with [`wait`].
-    Follower(watch::Receiver<Option<FlightResult>>),
+    /// Another caller is loading; wait for it with [`wait`] on [`Flight::follow`].
+    Follower(Arc<Flight>),
 }
 
 /// The loads in progress, by key.
@@ -42,9 +63,9 @@ impl Flights {
     pub fn join(&self, key: &str) -> Joined {
         let mut in_progress = self.in_progress.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = in_progress.get(key) {
-            return Joined::Follower(flight.result.subscribe());
+            return Joined::Follower(flight.clone());
         }
-        let flight = Arc::new(Flight { result: watch::Sender::new(None) });
+        let flight = Arc::new(Flight { result: watch::Sender::new(None), stale: OnceLock::new() });
         in_progress.insert(key.to_owned(), flight.clone());
         Joined::Leader(flight)
     }
@@ -88,7 +109,7 @@ mod tests {
         let Joined::Leader(flight) = flights.join("k") else { panic!("first caller leads") };
         let followers: Vec<_> = (0..10)
             .map(|_| match flights.join("k") {
-                Joined::Follower(rx) => tokio::spawn(wait(rx, Duration::from_secs(5))),
+                Joined::Follower(flight) => tokio::spawn(wait(flight.follow(), Duration::from_secs(5))),
                 Joined::Leader(_) => panic!("only one leader"),
             })
             .collect();
@@ -103,7 +124,8 @@ mod tests {
     async fn errors_reach_followers_and_waits_are_bounded() {
         let flights = Flights::default();
         let Joined::Leader(flight) = flights.join("k") else { panic!() };
-        let Joined::Follower(rx) = flights.join("k") else { panic!() };
+        let Joined::Follower(follower) = flights.join("k") else { panic!() };
+        let rx = follower.follow();
         assert_eq!(wait(rx.clone(), Duration::from_millis(20)).await, None);
         flights.finish("k", &flight, FlightResult::Failed("boom".into()));
         assert_eq!(wait(rx, Duration::from_millis(20)).await, Some(FlightResult::Failed("boom".into())));
@@ -113,7 +135,8 @@ mod tests {
     async fn a_detached_load_keeps_its_followers_but_takes_no_new_ones() {
         let flights = Flights::default();
         let Joined::Leader(old) = flights.join("k") else { panic!() };
-        let Joined::Follower(rx) = flights.join("k") else { panic!() };
+        let Joined::Follower(follower) = flights.join("k") else { panic!() };
+        let rx = follower.follow();
         flights.detach("k");
         let Joined::Leader(new) = flights.join("k") else { panic!("a changed key starts a new load") };
         flights.finish("k", &old, FlightResult::Loaded(Arc::from("old")));

@@ -4,7 +4,7 @@
 //! hold at once through one weigher: an entry weighs its byte size, but never less than `max_bytes / max_entries`,
 //! so the byte total stays under `max_bytes` and the count under `max_entries`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,17 +16,30 @@ use crate::pattern::Pattern;
 
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
-/// One L1 entry: the value's JSON text and when it expires.
+/// One L1 entry: the value's JSON text, when it stops being fresh and when it is dropped.
 #[derive(Debug)]
 pub struct L1Entry {
     /// The value's JSON text, as V8's `JSON.stringify` produced it or as the L2 returned it.
     pub json: Box<str>,
     /// Whether `json` is ASCII, so a binding can hand it over as Latin-1 without decoding UTF-8.
     pub ascii: bool,
-    /// When the entry stops being served: [`L1::get`] checks it on every read, ahead of moka's lazy reclaiming.
+    /// When the entry stops being fresh: [`L1::get`] checks it on every read, ahead of moka's lazy reclaiming.
     pub expires_at: Instant,
+    /// When the entry is dropped: `expires_at` plus its grace. In between, only [`L1::get_stale`] returns it.
+    pub stale_until: Instant,
     /// Unique across the process for every write, so a reader can tell whether the entry changed since it last saw it.
     pub version: u64,
+    /// Set by the first caller that starts an early refresh of this entry, so each entry is refreshed once.
+    refresh_claimed: AtomicBool,
+}
+
+impl L1Entry {
+    /// Whether the entry, fresh now, has less than `threshold` of its freshness left and nobody claimed its early
+    /// refresh yet; the first caller to see `true` claims it.
+    pub fn claim_refresh(&self, threshold: Duration) -> bool {
+        let now = Instant::now();
+        self.expires_at > now && self.expires_at - now < threshold && !self.refresh_claimed.swap(true, Ordering::AcqRel)
+    }
 }
 
 impl L1Entry {
@@ -39,7 +52,7 @@ struct PerEntryExpiry;
 
 impl Expiry<String, Arc<L1Entry>> for PerEntryExpiry {
     fn expire_after_create(&self, _: &String, entry: &Arc<L1Entry>, created_at: Instant) -> Option<Duration> {
-        Some(entry.expires_at.saturating_duration_since(created_at))
+        Some(entry.stale_until.saturating_duration_since(created_at))
     }
 
     fn expire_after_update(
@@ -49,7 +62,7 @@ impl Expiry<String, Arc<L1Entry>> for PerEntryExpiry {
         updated_at: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.expires_at.saturating_duration_since(updated_at))
+        Some(entry.stale_until.saturating_duration_since(updated_at))
     }
 }
 
@@ -78,23 +91,31 @@ impl L1 {
         L1 { moka, bytes }
     }
 
-    /// A live entry, or `None`. Never returns an expired one.
+    /// A fresh entry, or `None`. Never returns an expired one.
     pub fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
         self.moka.get(key).filter(|entry| entry.expires_at > Instant::now())
     }
 
-    /// Stores `json` for `lifetime` and returns the new entry; a zero lifetime stores nothing and drops what was
-    /// there.
-    pub fn insert(&self, key: &str, json: Box<str>, lifetime: Duration) -> Option<Arc<L1Entry>> {
-        if lifetime.is_zero() {
+    /// An entry fresh or within its grace, or `None`: what a failing load may fall back on.
+    pub fn get_stale(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.moka.get(key).filter(|entry| entry.stale_until > Instant::now())
+    }
+
+    /// Stores `json`, fresh for `lifetime` then stale for `grace` (a stale-only entry when `lifetime` is zero), and
+    /// returns the new entry; with both zero it stores nothing and drops what was there.
+    pub fn insert(&self, key: &str, json: Box<str>, lifetime: Duration, grace: Duration) -> Option<Arc<L1Entry>> {
+        if lifetime.is_zero() && grace.is_zero() {
             self.remove(key);
             return None;
         }
+        let expires_at = Instant::now() + lifetime;
         let entry = Arc::new(L1Entry {
             ascii: json.is_ascii(),
             json,
-            expires_at: Instant::now() + lifetime,
+            expires_at,
+            stale_until: expires_at + grace,
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            refresh_claimed: AtomicBool::new(false),
         });
         self.bytes.fetch_add(entry.bytes(key) as i64, Ordering::Relaxed);
         self.moka.insert(key.to_owned(), entry.clone());
@@ -113,7 +134,39 @@ impl L1 {
         keys.iter().filter(|key| self.remove(key)).count() as u64
     }
 
+    /// Makes every entry stale now: none is a hit any more, and those within their grace stay as the stale copies a
+    /// failing load may fall back on. An entry written meanwhile (another version) is left as it is.
+    pub fn demote_all(&self) {
+        let now = Instant::now();
+        let keys: Vec<Arc<String>> = self.moka.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.moka.entry_by_ref(key.as_str()).and_compute_with(|current| {
+                use moka::ops::compute::Op;
+                let Some(current) = current else { return Op::Nop };
+                let entry = current.into_value();
+                if entry.stale_until <= now || entry.stale_until == entry.expires_at {
+                    return Op::Remove;
+                }
+                if entry.expires_at <= now {
+                    return Op::Nop;
+                }
+                let demoted = Arc::new(L1Entry {
+                    json: entry.json.clone(),
+                    ascii: entry.ascii,
+                    expires_at: now,
+                    stale_until: entry.stale_until,
+                    version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+                    refresh_claimed: AtomicBool::new(true),
+                });
+                // The listener takes the replaced entry's bytes off, as for any insert.
+                self.bytes.fetch_add(demoted.bytes(&key) as i64, Ordering::Relaxed);
+                Op::Put(demoted)
+            });
+        }
+    }
+
     /// Drops every entry; returns how many were live.
+    #[cfg(test)]
     pub fn clear(&self) -> u64 {
         let live = self.moka.iter().filter(|(_, entry)| entry.expires_at > Instant::now()).count() as u64;
         self.moka.invalidate_all();
@@ -149,8 +202,8 @@ mod tests {
     #[test]
     fn entries_expire_at_their_own_ttl() {
         let l1 = L1::new(100, 1 << 20);
-        l1.insert("short", json("1"), Duration::from_millis(30));
-        l1.insert("long", json("2"), Duration::from_secs(60));
+        l1.insert("short", json("1"), Duration::from_millis(30), Duration::ZERO);
+        l1.insert("long", json("2"), Duration::from_secs(60), Duration::ZERO);
         assert_eq!(&*l1.get("short").unwrap().json, "1");
         std::thread::sleep(Duration::from_millis(50));
         assert!(l1.get("short").is_none());
@@ -160,7 +213,7 @@ mod tests {
     #[test]
     fn idle_expired_entries_are_reclaimed_by_pending_tasks() {
         let l1 = L1::new(100, 1 << 20);
-        l1.insert("a", json("\"x\""), Duration::from_millis(20));
+        l1.insert("a", json("\"x\""), Duration::from_millis(20), Duration::ZERO);
         l1.run_pending_tasks();
         assert_eq!(l1.entry_count(), 1);
         // moka's expiry timer wheel turns about once a second: reads see expiry at once, reclaiming takes a tick.
@@ -174,7 +227,7 @@ mod tests {
     fn max_entries_bounds_the_count() {
         let l1 = L1::new(10, 1 << 20);
         for i in 0..100 {
-            l1.insert(&format!("k{i}"), json("1"), Duration::from_secs(60));
+            l1.insert(&format!("k{i}"), json("1"), Duration::from_secs(60), Duration::ZERO);
         }
         l1.run_pending_tasks();
         assert!(l1.entry_count() <= 10, "{}", l1.entry_count());
@@ -185,7 +238,7 @@ mod tests {
         let l1 = L1::new(10_000, 10_000);
         let big = "x".repeat(1000);
         for i in 0..100 {
-            l1.insert(&format!("k{i}"), json(&big), Duration::from_secs(60));
+            l1.insert(&format!("k{i}"), json(&big), Duration::from_secs(60), Duration::ZERO);
         }
         l1.run_pending_tasks();
         assert!(l1.bytes() <= 10_000, "{}", l1.bytes());
@@ -193,11 +246,46 @@ mod tests {
     }
 
     #[test]
+    fn stale_entries_are_kept_for_their_grace_but_never_fresh() {
+        let l1 = L1::new(100, 1 << 20);
+        l1.insert("k", json("1"), Duration::from_millis(30), Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(l1.get("k").is_none(), "past its TTL it is a miss");
+        assert_eq!(&*l1.get_stale("k").unwrap().json, "1");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(l1.get_stale("k").is_none(), "past its grace it is gone");
+    }
+
+    #[test]
+    fn an_early_refresh_is_claimed_once_per_entry_and_only_near_expiry() {
+        let l1 = L1::new(100, 1 << 20);
+        let entry = l1.insert("k", json("1"), Duration::from_secs(10), Duration::ZERO).unwrap();
+        assert!(!entry.claim_refresh(Duration::from_secs(5)), "10 s left of 10: not due");
+        assert!(entry.claim_refresh(Duration::from_secs(11)), "due");
+        assert!(!entry.claim_refresh(Duration::from_secs(11)), "claimed once");
+        let rewritten = l1.insert("k", json("2"), Duration::from_secs(10), Duration::ZERO).unwrap();
+        assert!(rewritten.claim_refresh(Duration::from_secs(11)), "a new write can be refreshed again");
+    }
+
+    #[test]
+    fn demoted_entries_are_never_hits_and_only_those_with_a_grace_stay_stale() {
+        let l1 = L1::new(100, 1 << 20);
+        l1.insert("graceful", json("1"), Duration::from_secs(60), Duration::from_secs(60));
+        l1.insert("graceless", json("2"), Duration::from_secs(60), Duration::ZERO);
+        l1.demote_all();
+        assert!(l1.get("graceful").is_none() && l1.get("graceless").is_none());
+        assert_eq!(&*l1.get_stale("graceful").unwrap().json, "1");
+        assert!(l1.get_stale("graceless").is_none());
+        l1.run_pending_tasks();
+        assert_eq!(l1.bytes(), ("graceful".len() + 1) as u64, "bytes follow the demotion");
+    }
+
+    #[test]
     fn versions_change_on_every_write() {
         let l1 = L1::new(10, 1 << 20);
-        l1.insert("k", json("1"), Duration::from_secs(60));
+        l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO);
         let first = l1.get("k").unwrap().version;
-        l1.insert("k", json("1"), Duration::from_secs(60));
+        l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO);
         assert_ne!(first, l1.get("k").unwrap().version);
     }
 
@@ -205,7 +293,7 @@ mod tests {
     fn remove_matching_and_clear_count_live_entries() {
         let l1 = L1::new(100, 1 << 20);
         for key in ["user:1", "user:2", "users:3", "50%_off"] {
-            l1.insert(key, json("1"), Duration::from_secs(60));
+            l1.insert(key, json("1"), Duration::from_secs(60), Duration::ZERO);
         }
         assert_eq!(l1.remove_matching(&Pattern::parse("user:*", 100).unwrap()), 2);
         assert_eq!(l1.remove_matching(&Pattern::parse("50%?off", 100).unwrap()), 1);

@@ -35,6 +35,9 @@ struct Options {
     max_load_time: Option<f64>,
     l2_breaker: Option<Toggle<BreakerOptions>>,
     hard_timeout: Option<f64>,
+    grace: Option<f64>,
+    timeout: Option<f64>,
+    early_refresh: Option<f64>,
     jitter: Option<f64>,
 }
 
@@ -180,10 +183,18 @@ fn validate(o: Options, env_url: Option<String>) -> Result<Config> {
         default_ttl_ms: millis(&rules::TTL, o.ttl)?,
         max_key_len: rules::MAX_KEY_LENGTH.or_default(o.max_key_length)? as usize,
         max_value_bytes: rules::MAX_VALUE_BYTES.or_default(o.max_value_bytes)? as usize,
-        hard_timeout_ms: rules::HARD_TIMEOUT.check(o.hard_timeout)?.map(|s| (s * 1000.0).round() as u64),
+        hard_timeout_ms: optional_millis(&rules::HARD_TIMEOUT, o.hard_timeout)?,
+        grace_ms: millis(&rules::GRACE, o.grace)?,
+        soft_timeout_ms: optional_millis(&rules::SOFT_TIMEOUT, o.timeout)?,
+        early_refresh: rules::EARLY_REFRESH.check(o.early_refresh)?,
         jitter: rules::JITTER.or_default(o.jitter)?,
     };
     Ok(Config { store, handle })
+}
+
+/// A duration option in seconds without a default, checked by its rule, in milliseconds.
+fn optional_millis(rule: &NumberRule, seconds: Option<f64>) -> Result<Option<u64>> {
+    Ok(rule.check(seconds)?.map(|s| (s * 1000.0).round() as u64))
 }
 
 /// A duration option in seconds, checked and defaulted by its rule, in milliseconds.

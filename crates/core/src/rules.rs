@@ -98,6 +98,15 @@ pub const L2_BREAKER_FAILURES: NumberRule = rule("l2Breaker.failures", 1.0, 100.
 pub const L2_BREAKER_RETRY_AFTER: NumberRule = rule("l2Breaker.retryAfter", 0.05, 60.0, false, Some(0.5), "seconds");
 /// `hardTimeout`: the longest a `getOrSet` waits for its loader when there is no stale value; none by default.
 pub const HARD_TIMEOUT: NumberRule = rule("hardTimeout", 0.001, 3600.0, false, None, "seconds");
+/// `grace`: how long an entry is kept past its TTL, stale: never a hit, but what a `getOrSet` serves when its loader
+/// fails or is slower than `timeout`.
+pub const GRACE: NumberRule = rule("grace", 0.0, 2_592_000.0, true, Some(0.0), "seconds");
+/// `timeout`: with a stale value at hand, how long a `getOrSet` waits for a load before serving the stale value (the
+/// load goes on and stores its value); 0 is stale-while-revalidate. None by default.
+pub const SOFT_TIMEOUT: NumberRule = rule("timeout", 0.0, 3600.0, false, None, "seconds");
+/// `earlyRefresh`: a `getOrSet` hit on an entry older than this fraction of its TTL starts one background refresh.
+/// None by default.
+pub const EARLY_REFRESH: NumberRule = rule("earlyRefresh", 0.01, 0.99, false, None, "fraction");
 /// `jitter`: each stored TTL is drawn uniformly within ±`jitter` × TTL, so keys written together expire apart.
 pub const JITTER: NumberRule = rule("jitter", 0.0, 1.0, false, Some(0.0), "fraction");
 /// `redis.scanCount`: the `COUNT` hint of each `SCAN` step.
@@ -120,6 +129,9 @@ pub const NUMBER_RULES: &[NumberRule] = &[
     L2_BREAKER_FAILURES,
     L2_BREAKER_RETRY_AFTER,
     HARD_TIMEOUT,
+    GRACE,
+    SOFT_TIMEOUT,
+    EARLY_REFRESH,
     JITTER,
     REDIS_SCAN_COUNT,
 ];
@@ -136,7 +148,8 @@ pub struct PerCallOptions {
 }
 
 /// The options each call takes.
-pub const PER_CALL_OPTIONS: PerCallOptions = PerCallOptions { set: &["ttl"], get_or_set: &["ttl", "hardTimeout"] };
+pub const PER_CALL_OPTIONS: PerCallOptions =
+    PerCallOptions { set: &["ttl", "grace"], get_or_set: &["ttl", "grace", "timeout", "hardTimeout", "earlyRefresh"] };
 
 /// What the binding hands to JavaScript: every rule and every error code.
 #[derive(Debug, Serialize)]

@@ -99,6 +99,10 @@ counters!(
     lock_waits,
     /// Waits that ran out (`lockTimeout`), after which the caller loaded the value itself.
     lock_timeouts,
+    /// `getOrSet` calls answered with a stale value (within its grace): the loader failed or outran `timeout`.
+    stale_hits,
+    /// Background refreshes that `earlyRefresh` started (at most one per entry and key at a time).
+    early_refreshes,
     /// `getOrSet` loads whose value was returned but not stored: the key changed (on any instance) while the loader
     /// ran, or the loader ran past `maxLoadTime`.
     loads_discarded,

@@ -3,15 +3,53 @@
 use std::time::Duration;
 
 use crate::error::{CacheError, ErrorKind, Result};
-use crate::rules::TTL;
+use crate::rules::{NumberRule, TTL};
+
+/// How long a write keeps its value: fresh for `ttl_ms`, then stale for `grace_ms` more, when only a `getOrSet`
+/// whose loader fails or is slow may still serve it (see [`crate::rules::GRACE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Milliseconds the value is fresh: a hit for every read.
+    pub ttl_ms: u64,
+    /// Milliseconds the value is kept stale after `ttl_ms`; 0 keeps nothing past the TTL.
+    pub grace_ms: u64,
+}
+
+impl Lifetime {
+    /// Fresh for `ttl_ms`, no grace.
+    #[cfg(test)]
+    pub fn fresh(ttl_ms: u64) -> Self {
+        Lifetime { ttl_ms, grace_ms: 0 }
+    }
+
+    /// The whole time the entry is kept, fresh plus stale, in ms.
+    #[cfg(test)]
+    pub fn kept_ms(self) -> u64 {
+        self.ttl_ms.saturating_add(self.grace_ms)
+    }
+}
 
 /// Validates a per-call TTL in seconds ([`TTL`]'s range) and returns it in milliseconds; `ERR_CACHE_INVALID_TTL`
 /// otherwise.
 pub fn per_call_ttl_ms(seconds: f64) -> Result<u64> {
-    if TTL.accepts(seconds) {
-        return Ok(seconds as u64 * 1000);
+    per_call_ms(&TTL, seconds)
+}
+
+/// Validates a per-call duration in seconds against the rule of the constructor option of its name and returns it
+/// in milliseconds; `ERR_CACHE_INVALID_TTL` otherwise (per-call options share one code, see
+/// [`crate::rules::PER_CALL_OPTIONS`]).
+pub fn per_call_ms(rule: &NumberRule, seconds: f64) -> Result<u64> {
+    Ok((per_call(rule, seconds)? * 1000.0).round() as u64)
+}
+
+/// Validates a per-call option against the rule of the constructor option of its name; `ERR_CACHE_INVALID_TTL`
+/// otherwise.
+pub fn per_call(rule: &NumberRule, value: f64) -> Result<f64> {
+    if rule.accepts(value) {
+        return Ok(value);
     }
-    Err(CacheError::new(ErrorKind::InvalidTtl, format!("a TTL must be {}; got {seconds}", TTL.expected())))
+    let name = if rule.name == TTL.name { "a TTL".to_owned() } else { format!("option `{}`", rule.name) };
+    Err(CacheError::new(ErrorKind::InvalidTtl, format!("{name} must be {}; got {value}", rule.expected())))
 }
 
 /// `ttl_ms` drawn uniformly within ±`jitter` × `ttl_ms` (never under 1 ms), so that entries written together do

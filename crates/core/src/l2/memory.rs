@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::time::Instant;
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, LockAttempt, ServerTime, WriteCondition};
+use super::{BusEvent, BusStream, L2Hit, L2Read, LockAttempt, ServerTime, Write};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::key::namespaced;
 use crate::pattern::Pattern;
@@ -28,6 +28,7 @@ struct Entry {
     /// `None`: a tombstone.
     json: Option<String>,
     expires_at_us: u64,
+    stale_until_us: u64,
     written_at_us: u64,
 }
 
@@ -126,28 +127,27 @@ impl MemoryL2 {
         let s = &self.server;
         s.command().await?;
         let now = s.now_us();
-        let hit = s.entries.lock().unwrap().get(key).and_then(|e| match &e.json {
-            Some(json) if e.expires_at_us > now => {
-                Some(L2Hit { json: json.clone(), remaining_ms: Some((e.expires_at_us - now) / 1000) })
+        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now) };
+        if let Some(Entry { json: Some(json), expires_at_us, stale_until_us, .. }) = s.entries.lock().unwrap().get(key)
+        {
+            if *expires_at_us > now {
+                let remaining_ms = Some((expires_at_us - now) / 1000);
+                let grace_ms = (stale_until_us - expires_at_us) / 1000;
+                read.hit = Some(L2Hit { json: json.clone(), remaining_ms, grace_ms });
+            } else if *stale_until_us > now {
+                let grace_ms = (stale_until_us - now) / 1000;
+                read.stale = Some(L2Hit { json: json.clone(), remaining_ms: Some(0), grace_ms });
             }
-            _ => None,
-        });
+        }
         let gate = s.faults.read_gate.lock().unwrap().clone();
         if let Some(gate) = gate {
             gate.acquire().await.expect("the gate stays open").forget();
         }
-        Ok(L2Read { hit, at: ServerTime(now) })
+        Ok(read)
     }
 
-    pub(super) async fn set(
-        &self,
-        key: &str,
-        namespace: &str,
-        json: &str,
-        ttl_ms: u64,
-        condition: WriteCondition,
-        bus_message: Option<&str>,
-    ) -> Result<bool> {
+    pub(super) async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
+        let Write { lifetime, condition, bus_message } = write;
         let s = &self.server;
         s.command().await?;
         let now = s.now_us();
@@ -159,7 +159,12 @@ impl MemoryL2 {
                 return Ok(false);
             }
         }
-        let entry = Entry { json: Some(json.to_owned()), expires_at_us: now + ttl_ms * 1000, written_at_us: now };
+        let entry = Entry {
+            json: Some(json.to_owned()),
+            expires_at_us: now + lifetime.ttl_ms * 1000,
+            stale_until_us: now + lifetime.kept_ms() * 1000,
+            written_at_us: now,
+        };
         entries.insert(key.to_owned(), entry);
         drop(entries);
         if let Some(message) = bus_message {
@@ -175,7 +180,7 @@ impl MemoryL2 {
         let mut entries = s.entries.lock().unwrap();
         let mut removed = 0;
         for key in keys {
-            let tombstone = Entry { json: None, expires_at_us: now, written_at_us: now };
+            let tombstone = Entry { json: None, expires_at_us: now, stale_until_us: now, written_at_us: now };
             if entries.insert(key.clone(), tombstone).is_some_and(|e| e.json.is_some() && e.expires_at_us > now) {
                 removed += 1;
             }

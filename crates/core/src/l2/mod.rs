@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
+use crate::ttl::Lifetime;
 
 /// A time by the L2 server's clock, in microseconds since the Unix epoch. Every comparison of times that decides
 /// coherence uses this one clock, never two app servers' clocks.
@@ -26,8 +27,11 @@ pub struct L2Hit {
     /// The stored JSON text. Postgres returns its `jsonb` rendering, so key order and spacing may differ from what was
     /// written.
     pub json: String,
-    /// Milliseconds of life left; `None` when the entry has no expiry (written by someone else without one).
+    /// Milliseconds of freshness left (0 for a stale entry); `None` when the entry has no expiry (written by
+    /// someone else without one).
     pub remaining_ms: Option<u64>,
+    /// Milliseconds the entry is kept stale after `remaining_ms`; 0 without a grace.
+    pub grace_ms: u64,
 }
 
 /// What a read found, and when, by the L2's clock.
@@ -35,6 +39,9 @@ pub struct L2Hit {
 pub struct L2Read {
     /// The live entry, or `None`.
     pub hit: Option<L2Hit>,
+    /// An entry past its TTL but within its grace (`remaining_ms` 0, `grace_ms` what is left of the grace); `None`
+    /// when `hit` is set. Never a tombstone.
+    pub stale: Option<L2Hit>,
     /// The server time of the read: a load that follows a miss starts no earlier.
     pub at: ServerTime,
 }
@@ -58,6 +65,17 @@ impl WriteCondition {
             WriteCondition::UnchangedSince(at) => Some(at),
         }
     }
+}
+
+/// How a value is written: for how long, on what condition, and with which bus message.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    /// Fresh for its TTL, then kept stale for its grace.
+    pub lifetime: Lifetime,
+    /// When the write may go ahead.
+    pub condition: WriteCondition,
+    /// Published in the same round trip when the write goes ahead.
+    pub bus_message: Option<&'a str>,
 }
 
 /// What the bus subscription hears.
@@ -158,22 +176,15 @@ impl L2 {
         }
     }
 
-    /// Writes an entry of `namespace` unless `condition` refuses it and, in the same round trip, publishes
-    /// `bus_message` when there is one and the write went ahead. Returns whether it did.
-    pub async fn set(
-        &self,
-        key: &str,
-        namespace: &str,
-        json: &str,
-        ttl_ms: u64,
-        condition: WriteCondition,
-        bus_message: Option<&str>,
-    ) -> Result<bool> {
+    /// Writes an entry of `namespace`, fresh for the lifetime's TTL and kept stale for its grace, unless `condition`
+    /// refuses it and, in the same round trip, publishes `bus_message` when there is one and the write went ahead.
+    /// Returns whether it did.
+    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
         match self {
-            L2::Postgres(pg) => pg.set(key, namespace, json, ttl_ms, condition, bus_message).await,
-            L2::Redis(redis) => redis.set(key, namespace, json, ttl_ms, condition, bus_message).await,
+            L2::Postgres(pg) => pg.set(key, namespace, json, write).await,
+            L2::Redis(redis) => redis.set(key, namespace, json, write).await,
             #[cfg(test)]
-            L2::Memory(memory) => memory.set(key, namespace, json, ttl_ms, condition, bus_message).await,
+            L2::Memory(memory) => memory.set(key, namespace, json, write).await,
         }
     }
 

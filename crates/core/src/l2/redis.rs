@@ -1,5 +1,6 @@
 //! The Redis L2: each entry is a small hash `namespace:key` → `{ v: JSON text, x: expiry, w: last write }`, times in
-//! microseconds of the Redis server's clock.
+//! microseconds of the Redis server's clock; an entry written with a grace also holds `g`, the end of its grace,
+//! and the key lives until then.
 //!
 //! The write time `w` is what fences a load that raced a change (see [`super::WriteCondition`]): so that it outlives
 //! the value when the TTL is short, the key lives at least the fence window, and the value's own expiry is `x`.
@@ -17,7 +18,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, WriteCondition};
+use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Write, WriteCondition};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 
@@ -44,7 +45,7 @@ end
 ";
 
 /// KEYS: entry, namespace marker. ARGV: json, ttl ms, fence window ms, since µs or '' (unconditional), bus channel,
-/// bus message or ''. Returns 1 when written, 0 when the fence refused it.
+/// bus message or '', grace ms. Returns 1 when written, 0 when the fence refused it.
 const SET: &str = r"
 local since = tonumber(ARGV[4])
 if since then
@@ -55,9 +56,11 @@ if since then
   if m and tonumber(m) >= since then return 0 end
 end
 local ttl = tonumber(ARGV[2])
+local grace = tonumber(ARGV[7])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'x', string.format('%.0f', now + ttl * 1000), 'w', nowstr)
-redis.call('PEXPIRE', KEYS[1], math.max(ttl, tonumber(ARGV[3])))
+if grace > 0 then redis.call('HSET', KEYS[1], 'g', string.format('%.0f', now + (ttl + grace) * 1000)) end
+redis.call('PEXPIRE', KEYS[1], math.max(ttl + grace, tonumber(ARGV[3])))
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 ";
@@ -191,36 +194,38 @@ impl RedisL2 {
         }
     }
 
-    /// `HMGET v x` and `TIME` in one pipeline: the entry if live, and the server time of the read.
+    /// `HMGET v x g` and `TIME` in one pipeline: the entry if live (or stale, within its grace), and the server time
+    /// of the read.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
-        let ((json, expires_us), time): ((Option<String>, Option<u64>), (u64, u64)) = redis::pipe()
+        type Fields = (Option<String>, Option<u64>, Option<u64>);
+        let ((json, expires_us, stale_until_us), time): (Fields, (u64, u64)) = redis::pipe()
             .cmd("HMGET")
             .arg(key)
             .arg("v")
             .arg("x")
+            .arg("g")
             .cmd("TIME")
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.error("get", e))?;
         let now_us = time.0 * 1_000_000 + time.1;
-        let hit = match (json, expires_us) {
-            (Some(json), Some(x)) if x > now_us => Some(L2Hit { json, remaining_ms: Some((x - now_us) / 1000) }),
-            _ => None,
-        };
-        Ok(L2Read { hit, at: ServerTime(now_us) })
+        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now_us) };
+        match (json, expires_us, stale_until_us) {
+            (Some(json), Some(x), _) if x > now_us => {
+                let grace_ms = stale_until_us.map_or(0, |g| g.saturating_sub(x) / 1000);
+                read.hit = Some(L2Hit { json, remaining_ms: Some((x - now_us) / 1000), grace_ms })
+            }
+            (Some(json), Some(_), Some(g)) if g > now_us => {
+                read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: (g - now_us) / 1000 })
+            }
+            _ => {}
+        }
+        Ok(read)
     }
 
-    /// Writes the entry (and publishes `bus_message`) in one script, unless `condition` refuses it.
-    pub async fn set(
-        &self,
-        key: &str,
-        namespace: &str,
-        json: &str,
-        ttl_ms: u64,
-        condition: WriteCondition,
-        bus_message: Option<&str>,
-    ) -> Result<bool> {
-        let since = match condition {
+    /// Writes the entry (and publishes its bus message) in one script, unless its condition refuses it.
+    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
+        let since = match write.condition {
             WriteCondition::Always => String::new(),
             WriteCondition::UnchangedSince(ServerTime(us)) => us.to_string(),
         };
@@ -230,11 +235,12 @@ impl RedisL2 {
             .key(key)
             .key(format!("{INVALIDATION_PREFIX}{namespace}"))
             .arg(json)
-            .arg(ttl_ms)
+            .arg(write.lifetime.ttl_ms)
             .arg(self.fence_window_ms)
             .arg(since)
             .arg(BUS_CHANNEL)
-            .arg(bus_message.unwrap_or(""))
+            .arg(write.bus_message.unwrap_or(""))
+            .arg(write.lifetime.grace_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.error("set", e))?;

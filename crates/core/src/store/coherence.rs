@@ -6,6 +6,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use std::time::Duration;
+
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -14,6 +16,7 @@ use crate::bus::{self, BusListener, BusMessage, BusOp};
 use crate::error::{CacheError, ErrorKind};
 use crate::pattern::Pattern;
 use crate::stats::{add, bump};
+use crate::ttl::{l1_lifetime, Lifetime};
 
 /// Keys share this many generation counters; two keys in one stripe only cost each other a spurious L1 miss.
 const GENERATION_STRIPES: usize = 1024;
@@ -82,17 +85,21 @@ impl Announcement {
 }
 
 impl Inner {
-    /// The cap on L1 lifetimes now: the configured one, tightened to `busDownL1Ttl` while the bus cannot deliver
-    /// messages or when the write at hand did not reach the L2 (no other instance saw it).
-    pub(super) fn l1_cap_ms(&self, l2_reached: bool) -> Option<u64> {
+    /// How long the L1 keeps an entry of this `lifetime`, fresh then stale. Fresh: its TTL cut to the configured
+    /// cap, and to `busDownL1Ttl` while the bus cannot deliver messages or when the write at hand did not reach the
+    /// L2 (no other instance saw it). Stale: its grace, but none in those two cases, since nothing would tell this
+    /// L1 that another instance replaced the value.
+    pub(super) fn l1_lifetimes(&self, lifetime: Lifetime, l2_reached: bool) -> (Duration, Duration) {
         let configured = self.config.l1.as_ref().and_then(|c| c.ttl_cap_ms);
         let bus_down = self.bus.as_ref().is_some_and(|bus| !bus.is_up());
         let unshared = self.l2.is_some() && (!l2_reached || bus_down);
         let cap = unshared.then_some(self.config.bus_down_l1_ttl_ms);
-        match (configured, cap) {
+        let cap = match (configured, cap) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        let grace = if unshared { 0 } else { lifetime.grace_ms };
+        (l1_lifetime(lifetime.ttl_ms, cap), Duration::from_millis(grace))
     }
 
     pub(super) fn bus_payloads(&self, op: BusOp) -> Vec<(u64, String)> {
@@ -159,12 +166,14 @@ impl Inner {
         announcement.echoes.iter().for_each(|(seq, _)| drop(waiters.remove(seq)));
     }
 
-    /// Drops the whole L1 when the bus is lost: what it may have missed is unknown. This is no change of any key, so
-    /// the generations stay: a write racing the loss keeps its L1 copy (with the L2 failing too, the only one), and
-    /// whatever is filled or written from now on is capped at `busDownL1Ttl`, the bus being down already.
+    /// Drops the whole L1 from the hits when the bus is lost: what it may have missed is unknown. Entries within a
+    /// grace stay as stale copies, the last this instance knew of, which only a `getOrSet` whose L2 read failed
+    /// too and whose loader fails or is slow may serve. This is no change of any key, so the generations stay: a
+    /// write racing the loss keeps its L1 copy (with the L2 failing too, the only one), and whatever is filled or
+    /// written from now on is capped at `busDownL1Ttl`, the bus being down already.
     fn drop_l1_for_lost_bus(&self) {
         if let Some(l1) = &self.l1 {
-            l1.clear();
+            l1.demote_all();
         }
     }
 }

@@ -10,8 +10,9 @@ use super::{Inner, Outcome};
 use crate::bus::BusOp;
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::key::namespaced;
-use crate::l2::{WriteCondition, L2};
+use crate::l2::{Write, WriteCondition, L2};
 use crate::stats::bump;
+use crate::ttl::Lifetime;
 
 /// The least time between two replacements of the L2's connections, in ms.
 const RECONNECT_INTERVAL_MS: u64 = 100;
@@ -68,15 +69,15 @@ impl Inner {
         l2: &L2,
         key: &str,
         json: &str,
-        ttl_ms: u64,
+        lifetime: Lifetime,
         condition: WriteCondition,
         deadline: Instant,
     ) -> Result<bool> {
         let full = namespaced(&self.config.namespace, key);
         let announce = self.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
         let message = announce.first().map(|(_, payload)| payload.as_str());
-        let written =
-            self.l2_call(deadline, || l2.set(&full, &self.config.namespace, json, ttl_ms, condition, message)).await;
+        let write = Write { lifetime, condition, bus_message: message };
+        let written = self.l2_call(deadline, || l2.set(&full, &self.config.namespace, json, write)).await;
         if written.as_ref().is_ok_and(|&w| w) && message.is_some() {
             bump(&self.stats.bus_published);
         }

@@ -12,6 +12,7 @@ use crate::flight::{self, Flight, FlightResult, Joined};
 use crate::key::namespaced;
 use crate::l2::{L2Hit, LoadLock, LockAttempt, ServerTime, WriteCondition, L2};
 use crate::stats::bump;
+use crate::ttl::Lifetime;
 
 /// How often a `getOrSet` waiting on another process's lock looks for the value, unless the bus wakes it first.
 const LOCK_POLL_INTERVAL_MS: u64 = 25;
@@ -24,6 +25,9 @@ pub enum LoadStep {
     Lead(LoadLease),
     /// The loader of another thread failed with this error.
     Failed(CacheError),
+    /// A stale value (within its grace), counted in `staleHits`: another caller's load failed, or outlasted the
+    /// soft `timeout` of this one.
+    Stale(Json),
 }
 
 enum LockStep {
@@ -31,54 +35,104 @@ enum LockStep {
     Loaded { hit: L2Hit, generation: u64 },
     /// Load it: under the lock when there is one, fenced by the time of the last read that missed.
     Lead { lock: Option<LoadLock>, since: ServerTime, waited: bool },
+    /// Another process's load outlasted the soft timeout: serve the stale value.
+    Stale,
+}
+
+/// A stale value a `getOrSet` may serve, and how long it waits for a load before serving it.
+struct Fallback {
+    stale: Option<Json>,
+    /// The soft `timeout`; it only applies when there is a stale value.
+    soft_timeout: Option<Duration>,
 }
 
 impl Store {
-    /// Starts a `getOrSet`: a hit, the result of another caller's load, or a lease to load. With `wait_for_others`
-    /// false (a caller whose wait on a load of its own thread ran out, counted here), a load in progress in the
-    /// process is not waited for again. `default_ttl_ms` is the L1 lifetime of an L2 entry without expiry.
-    pub async fn begin_load(&self, key: &str, wait_for_others: bool, default_ttl_ms: u64) -> Outcome<LoadStep> {
+    /// Starts a `getOrSet`: a hit, the result of another caller's load, a stale value, or a lease to load. With
+    /// `wait_for_others` false (a caller whose wait on a load of its own thread ran out, counted here), a load in
+    /// progress in the process is not waited for again. `default_ttl_ms` is the L1 lifetime of an L2 entry without
+    /// expiry. With a stale value at hand, a wait for another caller's load lasts at most `soft_timeout`.
+    pub async fn begin_load(
+        &self,
+        key: &str,
+        wait_for_others: bool,
+        default_ttl_ms: u64,
+        soft_timeout: Option<Duration>,
+    ) -> Outcome<LoadStep> {
         let inner = &self.inner;
         if !wait_for_others {
             bump(&inner.stats.lock_timeouts);
         }
         // Past a wait that ran out: load without the process's single-flight or the L2's lock.
-        let lead_alone =
-            || LoadStep::Lead(inner.lease(key, None, None, None, Duration::ZERO, inner.generations.of(key)));
+        let lead_alone = |stale: Option<Json>| {
+            let mut lease = inner.lease(key, None, None, None, Duration::ZERO, inner.generations.of(key));
+            lease.keep_stale(stale);
+            LoadStep::Lead(lease)
+        };
         loop {
             if let Some(entry) = inner.l1_hit(key) {
                 return Outcome::ok(LoadStep::Hit(Json::L1(entry)));
             }
+            let fallback = Fallback { stale: inner.l1_stale(key).map(Json::L1), soft_timeout };
             match inner.flights.join(key) {
-                Joined::Follower(_) if !wait_for_others => return Outcome::ok(lead_alone()),
-                Joined::Follower(follower) => {
+                Joined::Follower(_) if !wait_for_others => return Outcome::ok(lead_alone(fallback.stale)),
+                Joined::Follower(flight) => {
                     bump(&inner.stats.lock_waits);
-                    match flight::wait(follower, inner.config.lock_timeout()).await {
+                    let lock_timeout = inner.config.lock_timeout();
+                    // With a soft timeout, look for a stale value when it passes (the leader may have found one
+                    // meanwhile); without one to serve, wait out the rest of `lockTimeout`.
+                    let first_wait = soft_timeout.map_or(lock_timeout, |soft| soft.min(lock_timeout));
+                    let mut result = flight::wait(flight.follow(), first_wait).await;
+                    if result.is_none() {
+                        let stale = fallback.stale.or_else(|| flight.stale().map(Json::Text));
+                        match stale {
+                            Some(stale) if soft_timeout.is_some() => return Outcome::ok(inner.serve_stale(stale)),
+                            _ if first_wait < lock_timeout => {
+                                result = flight::wait(flight.follow(), lock_timeout - first_wait).await
+                            }
+                            _ => {}
+                        }
+                    }
+                    match result {
                         Some(FlightResult::Loaded(json)) => return Outcome::ok(LoadStep::Hit(Json::Text(json))),
                         Some(FlightResult::Failed(message)) => {
                             return Outcome::ok(LoadStep::Failed(CacheError::new(ErrorKind::LoaderFailed, message)))
                         }
+                        Some(FlightResult::Stale(json)) => return Outcome::ok(inner.serve_stale(Json::Text(json))),
                         // The leader went away: join again, and one of the waiters leads.
                         Some(FlightResult::Abandoned) => continue,
                         None => {
                             bump(&inner.stats.lock_timeouts);
-                            return Outcome::ok(lead_alone());
+                            return Outcome::ok(lead_alone(None));
                         }
                     }
                 }
-                Joined::Leader(flight) => return inner.lead(key, flight, default_ttl_ms).await,
+                Joined::Leader(flight) => return inner.lead(key, flight, default_ttl_ms, fallback).await,
             }
         }
     }
 }
 
 impl Inner {
-    async fn lead(self: &Arc<Self>, key: &str, flight: Arc<Flight>, default_ttl_ms: u64) -> Outcome<LoadStep> {
+    /// A stale value served, counted.
+    fn serve_stale(&self, stale: Json) -> LoadStep {
+        bump(&self.stats.stale_hits);
+        LoadStep::Stale(stale)
+    }
+
+    async fn lead(
+        self: &Arc<Self>,
+        key: &str,
+        flight: Arc<Flight>,
+        default_ttl_ms: u64,
+        mut fallback: Fallback,
+    ) -> Outcome<LoadStep> {
         let generation = self.generations.of(key);
         let Some(l2) = self.l2.clone() else {
             // Memory only: the L1 missed, and there is nothing else to ask.
             bump(&self.stats.misses);
-            return Outcome::ok(LoadStep::Lead(self.lease(key, Some(flight), None, None, Duration::ZERO, generation)));
+            let mut lease = self.lease(key, Some(flight), None, None, Duration::ZERO, generation);
+            lease.keep_stale(fallback.stale);
+            return Outcome::ok(LoadStep::Lead(lease));
         };
         // The read, the lock and the write of one `getOrSet` share one `l2Timeout`; waiting for another loader
         // does not count (it is bounded by `lockTimeout`).
@@ -87,8 +141,10 @@ impl Inner {
         let read = match self.l2_call(deadline, || l2.get(&full)).await {
             Ok(read) => read,
             Err(error) => {
-                // The L2 is failing: lead without asking it for a lock, and do not wait for it again.
-                let lease = self.lease(key, Some(flight), None, None, Duration::ZERO, generation);
+                // The L2 is failing: lead without asking it for a lock, and do not wait for it again. The L1's
+                // stale copy is all there is to fall back on.
+                let mut lease = self.lease(key, Some(flight), None, None, Duration::ZERO, generation);
+                lease.keep_stale(fallback.stale);
                 return self.absorb(Err(error), LoadStep::Lead(lease));
             }
         };
@@ -100,7 +156,11 @@ impl Inner {
             return Outcome::ok(LoadStep::Hit(json));
         }
         bump(&self.stats.misses);
-        let locked = self.lock_or_wait(&l2, key, &full, read.at, deadline).await;
+        // The L2 answered: its stale copy, or none (it may have been deleted), is the one to fall back on. The L1
+        // keeps it too, for the callers of this process that come while the load runs.
+        fallback.stale = read.stale.map(|stale| self.fill_l1_from(key, stale, generation, default_ttl_ms));
+        let stale_after = fallback.stale.as_ref().and(fallback.soft_timeout);
+        let locked = self.lock_or_wait(&l2, key, &full, read.at, deadline, stale_after).await;
         let value = match locked.value {
             LockStep::Loaded { hit, generation } => {
                 let json = self.fill_l1_from(key, hit, generation, default_ttl_ms);
@@ -113,13 +173,20 @@ impl Inner {
                     (None, true) => self.config.l2_timeout(),
                     (None, false) => deadline.saturating_duration_since(Instant::now()),
                 };
-                LoadStep::Lead(self.lease(key, Some(flight), lock, Some(since), budget, generation))
+                let mut lease = self.lease(key, Some(flight), lock, Some(since), budget, generation);
+                lease.keep_stale(fallback.stale);
+                LoadStep::Lead(lease)
+            }
+            LockStep::Stale => {
+                let stale = fallback.stale.expect("a wait ends in the stale value only when there is one");
+                self.flights.finish(key, &flight, FlightResult::Stale(Arc::from(stale.as_str())));
+                self.serve_stale(stale)
             }
         };
         Outcome { value, error: locked.error }
     }
 
-    fn lease(
+    pub(super) fn lease(
         self: &Arc<Self>,
         key: &str,
         flight: Option<Arc<Flight>>,
@@ -137,12 +204,14 @@ impl Inner {
             since,
             generation,
             l2_budget,
+            stale: None,
         }
     }
 
     /// After a miss at `missed_at`: take the cross-process lock, or wait for its holder's value until `lockTimeout`.
     /// When a lock changes hands (its holder died and its hold ran out), the wait covers the new holder's hold, up
     /// to twice `lockTimeout` in all, so waiters do not all give up and load at the moment the new holder starts.
+    /// With a stale value to serve, the wait ends at `stale_after` (the soft timeout) with [`LockStep::Stale`].
     async fn lock_or_wait(
         &self,
         l2: &L2,
@@ -150,6 +219,7 @@ impl Inner {
         full: &str,
         missed_at: ServerTime,
         deadline: Instant,
+        stale_after: Option<Duration>,
     ) -> Outcome<LockStep> {
         let lead_unlocked = |since, waited| LockStep::Lead { lock: None, since, waited };
         if !self.config.distributed_lock {
@@ -178,11 +248,15 @@ impl Inner {
                 let hold_ends = now + Duration::from_millis(ms + LOCK_POLL_INTERVAL_MS);
                 wait_until = wait_until.max(hold_ends).min(started + lock_timeout * 2);
             }
+            if stale_after.is_some_and(|soft| now >= started + soft) {
+                return Outcome::ok(LockStep::Stale);
+            }
             if now >= wait_until {
                 bump(&self.stats.lock_timeouts);
                 return Outcome::ok(lead_unlocked(since, waited));
             }
-            let nap = Duration::from_millis(LOCK_POLL_INTERVAL_MS).min(wait_until - now);
+            let until = stale_after.map_or(wait_until, |soft| wait_until.min(started + soft));
+            let nap = Duration::from_millis(LOCK_POLL_INTERVAL_MS).min(until - now);
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
                 _ = self.l2_activity.notified() => {}
@@ -268,12 +342,28 @@ pub struct LoadLease {
     generation: u64,
     /// What is left of the call's `l2Timeout` for the write.
     l2_budget: Duration,
+    /// The stale value (within its grace) the caller may serve if the loader fails or is slow.
+    stale: Option<Json>,
 }
 
 impl LoadLease {
+    /// Keeps the stale value to fall back on, and shares it with the callers waiting on this load.
+    fn keep_stale(&mut self, stale: Option<Json>) {
+        if let (Some(flight), Some(stale)) = (&self.flight, &stale) {
+            flight.offer_stale(stale.as_str());
+        }
+        self.stale = stale;
+    }
+
+    /// The stale value (within its grace) to serve if the loader fails or outlasts the soft timeout: from the L2
+    /// when it answered, else from the L1.
+    pub fn stale(&self) -> Option<&Json> {
+        self.stale.as_ref()
+    }
+
     /// Stores the loader's value unless the key changed while it ran, hands it to the waiters, then lets other
     /// processes go. The value is `true` when it was stored in the L2 (or, memory only, in the L1).
-    pub async fn complete(mut self, json: String, ttl_ms: u64) -> Outcome<bool> {
+    pub async fn complete(mut self, json: String, lifetime: Lifetime) -> Outcome<bool> {
         let inner = self.inner.clone();
         bump(&inner.stats.sets);
         let shared: Arc<str> = Arc::from(json.as_str());
@@ -282,7 +372,7 @@ impl LoadLease {
             // Memory only: the L1 is the only copy, so a change made while the loader ran must stay.
             (None, _) => {
                 if unchanged_here {
-                    inner.apply_write(&self.key, json.into_boxed_str(), ttl_ms, true, self.generation);
+                    inner.apply_write(&self.key, json.into_boxed_str(), lifetime, true, self.generation);
                 } else {
                     bump(&inner.stats.loads_discarded);
                 }
@@ -292,9 +382,9 @@ impl LoadLease {
                 let generation = inner.generations.of(&self.key);
                 let condition = WriteCondition::UnchangedSince(since);
                 let deadline = Instant::now() + self.l2_budget;
-                match inner.write_to_l2(l2, &self.key, &json, ttl_ms, condition, deadline).await {
+                match inner.write_to_l2(l2, &self.key, &json, lifetime, condition, deadline).await {
                     Ok(true) => {
-                        self.store_in_l1(json, ttl_ms, true, unchanged_here, generation);
+                        self.store_in_l1(json, lifetime, true, unchanged_here, generation);
                         Outcome::ok(true)
                     }
                     Ok(false) => {
@@ -302,7 +392,7 @@ impl LoadLease {
                         Outcome::ok(false)
                     }
                     Err(error) => {
-                        self.store_in_l1(json, ttl_ms, false, unchanged_here, generation);
+                        self.store_in_l1(json, lifetime, false, unchanged_here, generation);
                         inner.absorb(Err(error), false)
                     }
                 }
@@ -310,7 +400,7 @@ impl LoadLease {
             // The L2 failed on the way in: no time left for it.
             (Some(_), _) => {
                 let generation = inner.generations.of(&self.key);
-                self.store_in_l1(json, ttl_ms, false, unchanged_here, generation);
+                self.store_in_l1(json, lifetime, false, unchanged_here, generation);
                 Outcome::ok(false)
             }
         };
@@ -323,18 +413,23 @@ impl LoadLease {
         outcome
     }
 
-    fn store_in_l1(&self, json: String, ttl_ms: u64, l2_reached: bool, unchanged_here: bool, generation: u64) {
+    fn store_in_l1(&self, json: String, lifetime: Lifetime, l2_reached: bool, unchanged_here: bool, generation: u64) {
         if unchanged_here {
-            self.inner.apply_write(&self.key, json.into_boxed_str(), ttl_ms, l2_reached, generation);
+            self.inner.apply_write(&self.key, json.into_boxed_str(), lifetime, l2_reached, generation);
         } else {
             self.inner.forget_key(&self.key);
         }
     }
 
-    /// Passes the loader's error to the waiters of this process; caches nothing.
+    /// Passes the loader's error to the waiters of this process; caches nothing. With a stale value, which the caller
+    /// serves instead (stale-if-error), the waiters get that value.
     pub async fn fail(mut self, message: String) {
         if let Some(flight) = self.flight.take() {
-            self.inner.flights.finish(&self.key, &flight, FlightResult::Failed(message));
+            let result = match &self.stale {
+                Some(stale) => FlightResult::Stale(Arc::from(stale.as_str())),
+                None => FlightResult::Failed(message),
+            };
+            self.inner.flights.finish(&self.key, &flight, result);
         }
         if let Some(lock) = self.lock.take() {
             lock.release().await;

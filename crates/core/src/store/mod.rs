@@ -15,6 +15,7 @@ mod breaker;
 mod coherence;
 mod l2_call;
 mod load;
+mod refresh;
 #[cfg(test)]
 mod tests;
 
@@ -33,7 +34,7 @@ use crate::l1::{L1Entry, L1};
 use crate::l2::{L2Hit, WriteCondition, L2};
 use crate::pattern::Pattern;
 use crate::stats::{add, bump, Gauges, L2State, Stats, StatsSnapshot};
-use crate::ttl::l1_lifetime;
+use crate::ttl::Lifetime;
 
 use breaker::Breaker;
 pub use breaker::BreakerConfig;
@@ -209,18 +210,19 @@ impl Store {
         }
     }
 
-    /// Writes a value with a TTL in milliseconds to both tiers and announces it. When the L2 does not take it, the
-    /// L1 keeps it for at most `busDownL1Ttl`: no other instance saw it.
-    pub async fn set(&self, key: &str, json: String, ttl_ms: u64) -> Outcome<()> {
+    /// Writes a value to both tiers, fresh for the lifetime's TTL then kept stale for its grace, and announces it.
+    /// When the L2 does not take it, the L1 keeps it for at most `busDownL1Ttl`, with no grace: no other instance
+    /// saw it.
+    pub async fn set(&self, key: &str, json: String, lifetime: Lifetime) -> Outcome<()> {
         let inner = &self.inner;
         bump(&inner.stats.sets);
         let generation = inner.generations.of(key);
         let Some(l2) = &inner.l2 else {
-            inner.apply_write(key, json.into_boxed_str(), ttl_ms, true, generation);
+            inner.apply_write(key, json.into_boxed_str(), lifetime, true, generation);
             return Outcome::ok(());
         };
-        let result = inner.write_to_l2(l2, key, &json, ttl_ms, WriteCondition::Always, inner.deadline()).await;
-        inner.apply_write(key, json.into_boxed_str(), ttl_ms, result.is_ok(), generation);
+        let result = inner.write_to_l2(l2, key, &json, lifetime, WriteCondition::Always, inner.deadline()).await;
+        inner.apply_write(key, json.into_boxed_str(), lifetime, result.is_ok(), generation);
         inner.flights.detach(key);
         inner.absorb(result.map(|_| ()), ())
     }
@@ -303,6 +305,11 @@ impl Store {
         bump(&self.inner.stats.lock_waits);
     }
 
+    /// Counts a `getOrSet` answered with a stale value by the binding (its loader failed or outran its `timeout`).
+    pub fn count_stale_hit(&self) {
+        bump(&self.inner.stats.stale_hits);
+    }
+
     /// Applies pending L1 expirations now (the store also does it every second by itself).
     pub fn run_l1_housekeeping(&self) {
         if let Some(l1) = &self.inner.l1 {
@@ -319,6 +326,11 @@ impl Inner {
         sinks.iter().for_each(|sink| sink.report(error));
     }
 
+    /// An L1 entry fresh or within its grace, counted as nothing: what a load may fall back on.
+    fn l1_stale(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.l1.as_ref()?.get_stale(key)
+    }
+
     /// A live L1 entry, counted as an L1 hit.
     fn l1_hit(&self, key: &str) -> Option<Arc<L1Entry>> {
         let entry = self.l1.as_ref()?.get(key)?;
@@ -327,18 +339,19 @@ impl Inner {
         Some(entry)
     }
 
-    /// Copies an L2 hit into the L1 for the rest of its TTL, unless the key changed since `generation`, taken before
-    /// the read: the read may then have raced a write, and the fill is dropped rather than risk serving stale data.
+    /// Copies an L2 entry into the L1 for the rest of its TTL and grace (a stale one for the rest of its grace, so
+    /// that this process's other callers find it), unless the key changed since `generation`, taken before the
+    /// read: the read may then have raced a write, and the fill is dropped rather than risk serving stale data.
     fn fill_l1_from(&self, key: &str, hit: L2Hit, generation: u64, default_ttl_ms: u64) -> Json {
         let Some(l1) = &self.l1 else {
             return Json::Text(Arc::from(hit.json));
         };
-        let remaining_ms = hit.remaining_ms.unwrap_or(default_ttl_ms);
-        let lifetime = l1_lifetime(remaining_ms, self.l1_cap_ms(true));
-        if lifetime.is_zero() {
+        let remaining = Lifetime { ttl_ms: hit.remaining_ms.unwrap_or(default_ttl_ms), grace_ms: hit.grace_ms };
+        let (fresh, grace) = self.l1_lifetimes(remaining, true);
+        if fresh.is_zero() && grace.is_zero() {
             return Json::Text(Arc::from(hit.json));
         }
-        let entry = l1.insert(key, hit.json.into_boxed_str(), lifetime).expect("a non-zero lifetime stores the entry");
+        let entry = l1.insert(key, hit.json.into_boxed_str(), fresh, grace).expect("a non-zero lifetime stores it");
         // Inserted first, checked after: a change that lands in between is seen by the check, or removes the entry.
         if self.generations.of(key) != generation {
             l1.remove(key);
@@ -349,12 +362,11 @@ impl Inner {
     /// Puts a write of this process into the L1, unless another change of the key raced it (`generation`, taken
     /// before the write reached the L2, then moved by more than this write): the L1 then drops the key, which is
     /// only ever a miss, whichever write the L2 kept.
-    fn apply_write(&self, key: &str, json: Box<str>, ttl_ms: u64, l2_reached: bool, generation: u64) {
+    fn apply_write(&self, key: &str, json: Box<str>, lifetime: Lifetime, l2_reached: bool, generation: u64) {
         self.generations.bump(key);
         let Some(l1) = &self.l1 else { return };
-        if l1.insert(key, json, l1_lifetime(ttl_ms, self.l1_cap_ms(l2_reached))).is_some()
-            && self.generations.of(key) != generation.wrapping_add(1)
-        {
+        let (fresh, grace) = self.l1_lifetimes(lifetime, l2_reached);
+        if l1.insert(key, json, fresh, grace).is_some() && self.generations.of(key) != generation.wrapping_add(1) {
             l1.remove(key);
         }
     }

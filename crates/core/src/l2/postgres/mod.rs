@@ -15,6 +15,11 @@
 //! stamp one marker row per namespace, key `#inval:<namespace>`, and take an exclusive advisory lock that a fenced
 //! write takes shared, so no load can slip its row in behind the `DELETE`. The expiry sweep keeps rows for the fence
 //! window after both their expiry and their last write.
+//!
+//! Grace: the first write with a grace adds one nullable column, `"staleUntil" TIMESTAMP(3)`, the end of the row's
+//! grace (`NULL` without one); a table never written with a grace keeps exactly the Prisma shape. `"expiresAt"` stays
+//! the end of freshness, so a reader of the Prisma model never sees a stale row as live. Rows are kept until
+//! `coalesce("staleUntil", "expiresAt")`; instances find the column when they start and at each sweep.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,7 +36,7 @@ pub use lock::AdvisoryLock;
 use lock::LockSession;
 use sql::{literal, Statements};
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, WriteCondition};
+use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Write};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 use crate::rules;
@@ -49,6 +54,9 @@ const ADVISORY_CLASS_DDL: i32 = 0x7443_0003;
 const ADVISORY_CLASS_INVALIDATION: i32 = 0x7443_0004;
 const NOW_UTC: &str = "(now() AT TIME ZONE 'UTC')";
 const NOW_US: &str = "(extract(epoch FROM now()) * 1000000)::int8";
+/// Whether the table ($1, quoted and maybe qualified) exists, and whether it has the `staleUntil` column.
+const STALE_COLUMN_LOOKUP: &str = r#"SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
+    WHERE attrelid = to_regclass($1) AND attname = 'staleUntil' AND NOT attisdropped)"#;
 /// The namespace's marker row of its latest `invalidatePattern` or `clear`; `#` is in no namespace.
 const INVALIDATION_PREFIX: &str = "#inval:";
 
@@ -95,6 +103,8 @@ pub struct PostgresL2 {
     connect_options: PgConnectOptions,
     sql: Statements,
     table_ready: AtomicBool,
+    /// Whether the table has the `staleUntil` column of entries written with a grace.
+    stale_column: AtomicBool,
     table_check: tokio::sync::Mutex<()>,
     locks: Arc<LockSession>,
     fence_window_ms: u64,
@@ -128,6 +138,7 @@ impl PostgresL2 {
             connect_options,
             sql: Statements::new(config),
             table_ready: AtomicBool::new(false),
+            stale_column: AtomicBool::new(false),
             table_check: Default::default(),
             fence_window_ms: fence_window.as_millis().max(1) as u64,
             redactor,
@@ -174,11 +185,12 @@ impl PostgresL2 {
 
     async fn create_table_if_absent(&self) -> Result<()> {
         let mut conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        let (exists, stale_column): (bool, bool) = sqlx::query_as(STALE_COLUMN_LOOKUP)
             .bind(&self.sql.table_name)
             .fetch_one(conn.as_mut())
             .await
             .map_err(|e| self.error("table lookup", e))?;
+        self.stale_column.store(stale_column, Ordering::Release);
         if exists {
             return Ok(());
         }
@@ -202,46 +214,73 @@ impl PostgresL2 {
         Ok(())
     }
 
-    /// The live row of `key`, its remaining life and the time of the read by the database clock; creates the table
-    /// first if needed.
-    pub async fn get(&self, key: &str) -> Result<L2Read> {
-        self.ensure_table().await?;
-        let row =
-            sqlx::query(&self.sql.get).bind(key).fetch_one(&self.pool()).await.map_err(|e| self.error("get", e))?;
-        let json: Option<String> = row.get(1);
-        Ok(L2Read {
-            at: ServerTime(row.get::<i64, _>(0).max(0) as u64),
-            hit: json.map(|json| L2Hit { json, remaining_ms: Some(row.get::<f64, _>(2).max(0.0) as u64) }),
-        })
+    /// Adds the `staleUntil` column, once per process, before the first write with a grace.
+    async fn ensure_stale_column(&self) -> Result<()> {
+        if self.stale_column.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let script = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_CLASS_DDL}, hashtext({})); {}; COMMIT;",
+            literal(&self.sql.table_name),
+            self.sql.add_stale_column
+        );
+        let mut conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
+        if let Err(e) = conn.execute(script.as_str()).await {
+            let _ = conn.close().await;
+            return Err(self.error("adding column staleUntil", e));
+        }
+        self.stale_column.store(true, Ordering::Release);
+        Ok(())
     }
 
-    /// Upserts the row of `key`, expiring `ttl_ms` from now, unless `condition` refuses it; `bus_message` is
-    /// notified in the same statement, so it goes out exactly when the write commits. A fenced write runs in a
-    /// transaction that first takes the namespace's invalidation lock shared.
-    pub async fn set(
-        &self,
-        key: &str,
-        namespace: &str,
-        json: &str,
-        ttl_ms: u64,
-        condition: WriteCondition,
-        bus_message: Option<&str>,
-    ) -> Result<bool> {
+    /// The row of `key` if live (or stale, within its grace), its remaining life and the time of the read by the
+    /// database clock; creates the table first if needed.
+    pub async fn get(&self, key: &str) -> Result<L2Read> {
         self.ensure_table().await?;
+        let statement = &self.sql.get[self.stale_column.load(Ordering::Acquire) as usize];
+        let row = sqlx::query(statement).bind(key).fetch_one(&self.pool()).await.map_err(|e| self.error("get", e))?;
+        let mut read = L2Read { at: ServerTime(row.get::<i64, _>(0).max(0) as u64), hit: None, stale: None };
+        if let Some(json) = row.get::<Option<String>, _>(1) {
+            let remaining_ms: f64 = row.get(2);
+            let kept_ms = row.get::<Option<f64>, _>(3).unwrap_or(0.0).max(0.0);
+            if remaining_ms > 0.0 {
+                let grace_ms = (kept_ms - remaining_ms).max(0.0) as u64;
+                read.hit = Some(L2Hit { json, remaining_ms: Some(remaining_ms as u64), grace_ms });
+            } else {
+                read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: kept_ms as u64 });
+            }
+        }
+        Ok(read)
+    }
+
+    /// Upserts the row of `key`, fresh for the TTL and kept for the grace, unless the write's condition refuses it;
+    /// its bus message is notified in the same statement, so it goes out exactly when the write commits. A fenced
+    /// write runs in a transaction that first takes the namespace's invalidation lock shared.
+    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
+        self.ensure_table().await?;
+        if write.lifetime.grace_ms > 0 {
+            self.ensure_stale_column().await?;
+        }
+        let stale_column = self.stale_column.load(Ordering::Acquire);
+        let statements = &self.sql.set[stale_column as usize];
+        let bus_message = write.bus_message;
         let fail = |e| self.error("set", e);
-        let Some(since) = condition.since() else {
-            let mut query =
-                sqlx::query(&self.sql.set[0][bus_message.is_some() as usize]).bind(key).bind(json).bind(ttl_ms as i64);
+        let mut query =
+            sqlx::query(&statements[write.condition.since().is_some() as usize][bus_message.is_some() as usize])
+                .bind(key)
+                .bind(json)
+                .bind(write.lifetime.ttl_ms as i64);
+        if stale_column {
+            query = query.bind(write.lifetime.grace_ms as i64);
+        }
+        let Some(since) = write.condition.since() else {
             if let Some(message) = bus_message {
                 query = query.bind(BUS_CHANNEL).bind(message);
             }
             return Ok(!query.fetch_all(&self.pool()).await.map_err(fail)?.is_empty());
         };
         let mut tx = self.invalidation_locked(namespace, Lock::Shared).await.map_err(fail)?;
-        let mut query = sqlx::query(&self.sql.set[1][bus_message.is_some() as usize])
-            .bind(key)
-            .bind(json)
-            .bind(ttl_ms as i64)
+        let mut query = query
             .bind(since.0 as i64)
             .bind((self.fence_window_ms * 1000) as i64)
             .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
@@ -262,7 +301,8 @@ impl PostgresL2 {
         let mut keys = keys.to_vec();
         keys.sort_unstable();
         keys.dedup();
-        let mut query = sqlx::query(&self.sql.delete[bus_message.is_some() as usize]).bind(keys);
+        let statements = &self.sql.delete[self.stale_column.load(Ordering::Acquire) as usize];
+        let mut query = sqlx::query(&statements[bus_message.is_some() as usize]).bind(keys);
         if let Some(message) = bus_message {
             query = query.bind(BUS_CHANNEL).bind(message);
         }
@@ -335,9 +375,19 @@ impl PostgresL2 {
     /// another instance is sweeping; returns how many went.
     pub async fn sweep_expired(&self) -> Result<u64> {
         self.ensure_table().await?;
+        // Another instance may have added `staleUntil` since: rows in their grace must outlive this sweep.
+        let (_, stale_column): (bool, bool) = sqlx::query_as(STALE_COLUMN_LOOKUP)
+            .bind(&self.sql.table_name)
+            .fetch_one(&self.pool())
+            .await
+            .map_err(|e| self.error("expiry sweep", e))?;
+        if stale_column {
+            self.stale_column.store(true, Ordering::Release);
+        }
+        let cleanup = &self.sql.cleanup[self.stale_column.load(Ordering::Acquire) as usize];
         let mut total = 0;
         for _ in 0..CLEANUP_MAX_BATCHES {
-            let (locked, deleted): (bool, i64) = sqlx::query_as(&self.sql.cleanup)
+            let (locked, deleted): (bool, i64) = sqlx::query_as(cleanup)
                 .bind(&self.sql.table_name)
                 .bind(CLEANUP_BATCH_ROWS)
                 .bind(self.fence_window_ms as i64)
