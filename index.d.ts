@@ -20,6 +20,9 @@
  *   value holding a string with U+0000 or a lone surrogate (which Postgres cannot store, so no backend does).
  * - `ERR_CACHE_VALUE_TOO_LARGE` (`RangeError`): the JSON text of a value is over `maxValueBytes`.
  * - `ERR_CACHE_INVALID_TTL` (`TypeError`): a per-call TTL that is not an integer from 1 to 2592000 seconds.
+ * - `ERR_CACHE_INVALID_TAG` (`TypeError`): tags that are not an array of strings (or, for `invalidateTags`, one
+ *   string), more than 64 of them, or a tag that is empty, longer than 256 UTF-8 bytes, not well-formed or holding
+ *   U+0000. Thrown synchronously; nothing is written.
  * - `ERR_CACHE_INVALID_PATTERN` (`TypeError`): an `invalidatePattern` pattern that is not a string, is empty, is
  *   not well-formed text, is longer than max(2 × `maxKeyLength` + 2, 1024) bytes or ends in a lone `\`.
  * - `ERR_CACHE_INVALID_LOADER` (`TypeError`): `getOrSet` was given something other than a function.
@@ -51,6 +54,7 @@ export type CacheErrorCode =
   | 'ERR_CACHE_VALUE_TOO_LARGE'
   | 'ERR_CACHE_INVALID_TTL'
   | 'ERR_CACHE_INVALID_PATTERN'
+  | 'ERR_CACHE_INVALID_TAG'
   | 'ERR_CACHE_INVALID_LOADER'
   | 'ERR_CACHE_CLOSED'
   | 'ERR_CACHE_L2_UNAVAILABLE'
@@ -267,6 +271,13 @@ export interface SetOptions {
    * the Prisma model never reads a stale row as live). Integer from 0 to 2592000. Default: the cache's `grace`.
    */
   grace?: number
+  /**
+   * Tags of the entry: `invalidateTags` of any of them invalidates it (if written before the invalidation), in both
+   * tiers and on every instance. Up to 64 tags of 1 to 256 UTF-8 bytes each, scoped to the namespace like keys;
+   * otherwise `ERR_CACHE_INVALID_TAG`. On Postgres the first tagged write adds the nullable columns `"staleUntil"`
+   * and `"tags" TEXT[]` and creates the table `<table>_tags` (see the README). Default: none.
+   */
+  tags?: string[]
 }
 
 /** Options of one `getOrSet`: those of {@link SetOptions}, and more. */
@@ -367,6 +378,8 @@ export interface CacheStats {
   staleHits: number
   /** Background reloads started by `earlyRefresh` (at most one per entry, and one per key at a time). */
   earlyRefreshes: number
+  /** `invalidateTags` calls made through this store. */
+  tagInvalidations: number
   /**
    * `getOrSet` loads whose value was returned to the caller but not stored, because the key changed on some instance
    * while the loader ran (or it ran past `maxLoadTime`).
@@ -490,6 +503,29 @@ export declare class Cache {
    * @throws `TypeError` `ERR_CACHE_INVALID_PATTERN` synchronously; `Error` `ERR_CACHE_CLOSED`.
    */
   invalidatePattern(pattern: string): Promise<number>
+
+  /**
+   * Invalidates every entry of this namespace that carries one of `tags` and was written before this call, in both
+   * tiers and on every instance. Hard (the default): such entries become misses. Soft (`{ soft: true }`, as Next.js's
+   * `revalidateTag(tag, 'max')` asks): they become stale instead, a miss for `get` but still served by `getOrSet`
+   * within their grace (stale-if-error, `timeout`, stale-while-revalidate). The cost does not depend on how many
+   * entries carry a tag: one record per tag is written in the L2 (Redis: a hash `#tag:<namespace>:<tag>`; Postgres:
+   * a row of `<table>_tags`), kept 60 days (the longest TTL plus the longest grace), and every read compares an
+   * entry's write time with its tags' records, by the L2's clock. An entry written after the invalidation is live; a
+   * `getOrSet` whose loader started before it returns its value but does not store it. Announced on the bus and
+   * resolved once the announcement has come back, as for `delete`.
+   * @throws `TypeError` `ERR_CACHE_INVALID_TAG` synchronously, nothing invalidated; `TypeError`
+   * `ERR_CACHE_INVALID_OPTION` for options other than `{ soft?: boolean }`; `Error` `ERR_CACHE_CLOSED`.
+   */
+  invalidateTags(tags: string | string[], options?: { soft?: boolean }): Promise<void>
+
+  /**
+   * The time of the latest invalidation (hard or soft) of any of `tags`, in milliseconds since the Unix epoch by the
+   * L2's clock; `0` when none was ever invalidated. As Next.js's cache handlers' `getExpiration(tags)` wants it. When
+   * the L2 fails, what this instance knows (the failure goes to `onError`).
+   * @throws `TypeError` `ERR_CACHE_INVALID_TAG` synchronously; `Error` `ERR_CACHE_CLOSED`.
+   */
+  getTagExpiration(tags: string[]): Promise<number>
 
   /** The counters of this cache's store. See {@link CacheStats}. */
   stats(): Promise<CacheStats>

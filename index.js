@@ -3,7 +3,7 @@
 // The public `Cache`: argument checks that belong to JavaScript types, JSON (de)serialization in V8, the
 // synchronous L1 path and per-thread single-flight of `getOrSet`. Everything else is native (see src/ and crates/).
 
-const { NativeCache, rules } = require('./binding.js')
+const { NativeCache, rules, checkTags } = require('./binding.js')
 
 /** Every limit, default and error code comes from the core (crates/core/src/rules.rs), written there once. */
 const RULES = rules()
@@ -102,6 +102,10 @@ function callOptions(argument, known) {
     if (!known.has(name)) {
       throw invalidTtl(`unknown per-call option \`${name}\`; the known ones are: ${[...known].join(', ')}`)
     }
+    if (name === 'tags') {
+      if (value !== undefined) checkTagList(value)
+      continue
+    }
     const rule = RULE_OF[name]
     if (value !== undefined && !accepts(rule, value)) {
       const kind = rule.integer ? 'an integer' : 'a number'
@@ -110,6 +114,21 @@ function callOptions(argument, known) {
     }
   }
   return argument
+}
+
+/** Tags: an array of well-formed strings, then the core's rules (count, length, no NUL). */
+function checkTagList(tags) {
+  if (!Array.isArray(tags)) {
+    throw cacheError(TypeError, CODES.InvalidTag, `tags must be an array of strings; got ${typeof tags}`)
+  }
+  for (const tag of tags) {
+    if (typeof tag !== 'string') {
+      throw cacheError(TypeError, CODES.InvalidTag, `a tag must be a string; got ${typeof tag}`)
+    }
+    checkWellFormed(tag, CODES.InvalidTag, 'a tag')
+  }
+  checkTags(tags)
+  return tags
 }
 
 /**
@@ -274,7 +293,7 @@ class Cache {
     checkKey(key)
     const json = serialize(value)
     const call = callOptions(ttl, SET_OPTIONS)
-    const written = this.#native.set(key, json, call.ttl, call.grace)
+    const written = this.#native.set(key, json, call.ttl, call.grace, call.tags)
     this.#forgetLoads([key])
     return written.then((error) => this.#absorbed(error))
   }
@@ -394,7 +413,7 @@ class Cache {
     } finally {
       this.#running.delete(abort)
     }
-    if (lease != null) this.#absorbed(await this.#native.completeLoad(lease, json, call.ttl, call.grace))
+    if (lease != null) this.#absorbed(await this.#native.completeLoad(lease, json, call.ttl, call.grace, call.tags))
     return json
   }
 
@@ -418,6 +437,7 @@ class Cache {
     const hardMs = this.#hardTimeoutMs(call)
     const waitMs = softMs == null ? hardMs : hardMs == null ? softMs : Math.min(softMs, hardMs)
     if (waitMs == null) return guarded
+    if (waitMs === 0) return serveStale()
     let timer
     const timedOut = new Promise((resolve) => {
       // Not unref'd: a caller is waiting on it, as on any I/O.
@@ -485,6 +505,34 @@ class Cache {
     return removal.then((removed) => {
       this.#absorbed(removed.error)
       return removed.count
+    })
+  }
+
+  invalidateTags(tags, options) {
+    const list = checkTagList(typeof tags === 'string' ? [tags] : tags)
+    let soft = false
+    if (options !== undefined) {
+      if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+        throw cacheError(TypeError, CODES.InvalidOption, 'invalidateTags options must be an object such as { soft: true }')
+      }
+      for (const [name, value] of Object.entries(options)) {
+        if (name !== 'soft' || (value !== undefined && typeof value !== 'boolean')) {
+          throw cacheError(TypeError, CODES.InvalidOption, 'invalidateTags takes one option, `soft`, a boolean')
+        }
+      }
+      soft = options.soft === true
+    }
+    const done = this.#native.invalidateTags(list, soft)
+    // A load of this thread that started before may carry one of the tags: later callers do not join it.
+    this.#forgetLoads()
+    return done.then((error) => this.#absorbed(error))
+  }
+
+  getTagExpiration(tags) {
+    const list = checkTagList(tags)
+    return this.#native.tagExpiration(list).then((read) => {
+      this.#absorbed(read.error)
+      return read.count
     })
   }
 

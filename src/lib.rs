@@ -151,6 +151,13 @@ pub fn rules() -> Result<serde_json::Value> {
     serde_json::to_value(tiered_cache_core::rules::rules()).map_err(|e| Error::from_reason(e.to_string()))
 }
 
+/// Checks tags as `set`, `getOrSet` and `invalidateTags` take them, by the core's rules: throws
+/// `ERR_CACHE_INVALID_TAG`. `index.js` calls it where a call may not reach the core (a `getOrSet` answered from the L1).
+#[napi(catch_unwind)]
+pub fn check_tags(env: Env, tags: Vec<String>) -> Result<()> {
+    tiered_cache_core::tags::checked_tags(tags).map(|_| ()).map_err(|e| throw(&env, e))
+}
+
 #[napi]
 impl NativeCache {
     /// `options` is the options object without `onError` and `immutable`; `on_background_error` receives failures
@@ -269,9 +276,9 @@ impl NativeCache {
     }
 
     /// Writes `json` for `ttl_seconds` (default: the `ttl` option), kept stale for `grace_seconds` more (default:
-    /// the `grace` option), to both tiers: a Promise of the absorbed failure, or of nothing. Throws
+    /// the `grace` option), carrying `tags`, to both tiers: a Promise of the absorbed failure, or of nothing. Throws
     /// `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` (a `RangeError`),
-    /// `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_CLOSED` at once.
+    /// `ERR_CACHE_INVALID_TTL`, `ERR_CACHE_INVALID_TAG` or `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
     pub fn set<'env>(
         &self,
@@ -280,8 +287,9 @@ impl NativeCache {
         json: String,
         ttl_seconds: Option<f64>,
         grace_seconds: Option<f64>,
+        tags: Option<Vec<String>>,
     ) -> Result<Object<'env>> {
-        let written = self.cache(env)?.set(key, json, ttl_seconds, grace_seconds);
+        let written = self.cache(env)?.set(key, json, ttl_seconds, grace_seconds, tags);
         self.promise(env, written, |written| error_info(written.error))
     }
 
@@ -376,7 +384,7 @@ impl NativeCache {
     }
 
     /// Stores a loader's value under its lease (unless the key changed while it ran), fresh for `ttlSeconds` and
-    /// stale for `graceSeconds` (defaults: the options), and hands it to the waiters: a Promise of the absorbed
+    /// stale for `graceSeconds` (defaults: the options), carrying `tags`, and hands it to the waiters: a Promise of the absorbed
     /// failure, or of nothing. Throws the value's, the TTL's or the grace's error at once (the waiters get it as the
     /// load's failure). Once closed, it stores nothing and resolves at once.
     #[napi(catch_unwind)]
@@ -387,10 +395,11 @@ impl NativeCache {
         json: String,
         ttl_seconds: Option<f64>,
         grace_seconds: Option<f64>,
+        tags: Option<Vec<String>>,
     ) -> Result<Object<'env>> {
         // `close` ended every lease: the value is the caller's alone.
         let Some(cache) = &self.cache else { return self.settler.promise(env, async { None::<ErrorInfo> }) };
-        let stored = cache.complete_load(lease, json, ttl_seconds, grace_seconds);
+        let stored = cache.complete_load(lease, json, ttl_seconds, grace_seconds, tags);
         self.promise(env, stored, |stored| error_info(stored.error))
     }
 
@@ -407,6 +416,21 @@ impl NativeCache {
     pub fn count_lock_wait(&self, env: Env) -> Result<()> {
         self.cache(&env)?.count_lock_wait();
         Ok(())
+    }
+
+    /// Invalidates every entry of the namespace carrying one of `tags`, written before now (gone, or stale with
+    /// `soft`), in both tiers and on every instance: a Promise of the absorbed failure, or of nothing. Throws
+    /// `ERR_CACHE_INVALID_TAG` or `ERR_CACHE_CLOSED` at once.
+    #[napi(catch_unwind)]
+    pub fn invalidate_tags<'env>(&self, env: &'env Env, tags: Vec<String>, soft: bool) -> Result<Object<'env>> {
+        self.promise(env, self.cache(env)?.invalidate_tags(tags, soft), |done| error_info(done.error))
+    }
+
+    /// The latest invalidation of any of `tags`, in ms since the Unix epoch (0 for never): a Promise of a
+    /// [`CountResult`]. Throws `ERR_CACHE_INVALID_TAG` or `ERR_CACHE_CLOSED` at once.
+    #[napi(catch_unwind)]
+    pub fn tag_expiration<'env>(&self, env: &'env Env, tags: Vec<String>) -> Result<Object<'env>> {
+        self.promise(env, self.cache(env)?.tag_expiration_ms(tags), count_result)
     }
 
     /// Counts a `getOrSet` that `index.js` answered with a stale value, in `staleHits`.

@@ -36,6 +36,7 @@ export const N = {
   eventLoopMs: QUICK ? 300 : 3_000,
   workerMs: QUICK ? 200 : 1_000,
   l2DownOps: QUICK ? 3 : 500,
+  hitMs: QUICK ? 100 : 1_000,
 }
 
 let tieredModule

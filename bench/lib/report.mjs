@@ -105,6 +105,16 @@ function targets(r, cmp) {
     const worst = extra.reduce((a, b) => (b.us > a.us ? b : a), { us: -Infinity })
     add('l2-down', 'a call once the L2 failed (refused or black-holed)', 'under 1 ms more than memory only', `${worst.us.toFixed(1)} µs more at worst (${worst.name}, ${worst.k === 'getP50Us' ? 'get' : 'getOrSet'} p50)`, worst.us < 1000)
   }
+  const tags = r.tags
+  if (tags) {
+    const ratios = ['Redis', 'Postgres'].map((l2) => {
+      const many = tags[`tiered-cache invalidateTags (${l2})`].wallMs.median
+      const one = tags[`tiered-cache invalidateTags (${l2}), 1 entry`].wallMs.median
+      return { l2, many, one, ratio: many / one }
+    })
+    const worst = ratios.reduce((a, b) => (b.ratio > a.ratio ? b : a))
+    add('tags', `invalidateTags of a tag on ${tags['tiered-cache invalidateTags (Redis)'].entries.median} entries`, 'within 2x of a tag on 1 entry', ratios.map((q) => `${q.l2} ${q.many.toFixed(2)} ms vs ${q.one.toFixed(2)} ms (${x(q.ratio)})`).join('; '), worst.ratio <= 2)
+  }
   k = c('memory per 1 KB entry: tiered RSS vs lru-cache heap')
   add('memory', 'memory per 1 KB entry', 'at most lru-cache\'s heap bytes per parsed entry', k ? `${Math.round(k.tiered)} B RSS vs ${Math.round(k.peerValue)} B heap (${x(k.ratio)})` : 'n/a', k && k.ratio <= 1)
   return t
@@ -217,6 +227,7 @@ export async function report({ results, started, quick, counts, chartFile }) {
   section('7. Event loop under a write-heavy mixed load (7 writes in 10)', results.eventloop, [['p99DelayMs', 'p99 delay ms'], ['maxDelayMs', 'max delay ms'], ['opsPerSec', 'ops/s', 'ops/s']], `${counts.inflight} requests in flight for ${counts.eventLoopMs} ms, perf_hooks.monitorEventLoopDelay.`)
   section('8. Worker threads, L1 hit', results.workers, [['opsPerSec', 'ops/s (all workers)', 'ops/s']], 'The main thread fills one tiered-cache L1; the workers read it. lru-cache: each worker fills its own copy (a JS cache cannot be shared).')
   section('9. L2 down: the cost of a call once the L2 failed', results.l2down, [['getP50Us', 'get p50 µs'], ['getP99Us', 'get p99 µs'], ['getOrSetP50Us', 'getOrSet p50 µs'], ['getOrSetP99Us', 'getOrSet p99 µs'], ['cappedCalls', 'calls cut at 1 s']], 'Refused: nothing listens on the port. Black-holed: a server accepts and never answers. Each contender with its defaults; the first failing call is made and left out, then every call of a key that is in no tier is timed. A call still waiting after 1 s is cut and counted at 1 s.')
+  section(`10. Tags: invalidateTags of a tag on ${counts.invalidateKeys} entries, and what tags cost a hit`, results.tags, [['wallMs', 'wall ms'], ['maxCommandMs', 'longest Redis command ms'], ['opsPerSec', 'hits/s, sequential', 'ops/s']], 'invalidateTags writes one record per tag (entries are judged against it when read), so its cost does not depend on how many entries carry the tag; the "1 entry" rows are the same call for a tag one entry carries. bentocache also invalidates by tag timestamps. invalidatePattern of as many keys: section 5. Hits: the same ~100 B value with no tag and with three, in a namespace that holds an invalidation record of another tag.')
   md.push('## Closing note', '')
   md.push(ANALYSIS.closing ?? '', '')
   return { json, markdown: md.join('\n'), svg: await chart(cmp) }

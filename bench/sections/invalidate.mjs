@@ -6,7 +6,7 @@ import { redisClient, pgPool, ensureTable } from '../lib/servers.mjs'
 const T = `"${TABLE}"`
 
 /** Records every command in SLOWLOG for the duration of `fn`, then puts the server's settings back. */
-async function withSlowlog(redis, fn) {
+export async function withSlowlog(redis, fn) {
   const [, slower] = await redis.config('GET', 'slowlog-log-slower-than')
   const [, maxLen] = await redis.config('GET', 'slowlog-max-len')
   await redis.config('SET', 'slowlog-log-slower-than', '0')
@@ -24,7 +24,7 @@ async function withSlowlog(redis, fn) {
   }
 }
 
-function longestFor(entries, marker) {
+export function longestFor(entries, marker) {
   let max = { us: 0, command: '' }
   let count = 0
   for (const [, , us, args] of entries) {

@@ -49,6 +49,20 @@ pub enum BusOp {
     /// Drop the whole namespace: `clear`, or an operation too large for one message.
     #[serde(rename = "c")]
     Clear,
+    /// These tags were invalidated at this time (`invalidateTags`): entries carrying one, written before, are gone
+    /// (or stale when `soft`).
+    #[serde(rename = "t")]
+    Tags {
+        /// The tags.
+        #[serde(rename = "t")]
+        tags: Vec<Box<str>>,
+        /// When, by the L2's clock, in µs.
+        #[serde(rename = "a")]
+        at: u64,
+        /// Whether the entries become stale rather than gone.
+        #[serde(rename = "f", default)]
+        soft: bool,
+    },
 }
 
 /// One invalidation message.

@@ -21,6 +21,7 @@ use crate::registry::shared_store;
 use crate::rules::{EARLY_REFRESH, GRACE, SOFT_TIMEOUT};
 use crate::stats::StatsSnapshot;
 use crate::store::{ErrorSink, Json, LoadLease, LoadStep, Outcome, Store};
+use crate::tags::checked_tags;
 use crate::ttl::{jittered, per_call, per_call_ms, per_call_ttl_ms, Lifetime};
 use crate::value::validate_json;
 
@@ -167,20 +168,23 @@ impl Cache {
     }
 
     /// Writes `json` (JSON text as `JSON.stringify` makes it) for `ttl_seconds` (default: the option `ttl`), kept
-    /// stale for `grace_seconds` more (default: the option `grace`), to both tiers. Fails at once with
-    /// `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` or `ERR_CACHE_INVALID_TTL`.
+    /// stale for `grace_seconds` more (default: the option `grace`), carrying `tags`, to both tiers. Fails at once
+    /// with `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE`, `ERR_CACHE_INVALID_TTL`
+    /// or `ERR_CACHE_INVALID_TAG`.
     pub fn set(
         &self,
         key: String,
         json: String,
         ttl_seconds: Option<f64>,
         grace_seconds: Option<f64>,
+        tags: Option<Vec<String>>,
     ) -> Result<impl Future<Output = Outcome<()>> + Send + 'static> {
         self.checked_key(&key)?;
         validate_json(&json, self.handle.max_value_bytes)?;
         let lifetime = self.lifetime(ttl_seconds, grace_seconds)?;
+        let tags = checked_tags(tags.unwrap_or_default())?;
         let store = self.store.clone();
-        Ok(async move { store.set(&key, json, lifetime).await })
+        Ok(async move { store.set(&key, json, lifetime, tags).await })
     }
 
     /// Removes keys from both tiers; the count of live entries removed. Fails at once with `ERR_CACHE_INVALID_KEY`
@@ -294,21 +298,24 @@ impl Cache {
 
     /// Stores a loader's value under its lease (unless the key changed while it ran) and hands it to the waiters;
     /// `true` when stored. A lease that `close` ended stores nothing. Fails at once with `ERR_CACHE_INVALID_VALUE`,
-    /// `ERR_CACHE_VALUE_TOO_LARGE` or `ERR_CACHE_INVALID_TTL`; the waiters then get that error as the load's failure.
+    /// `ERR_CACHE_VALUE_TOO_LARGE`, `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_INVALID_TAG`; the waiters then get that
+    /// error as the load's failure.
     pub fn complete_load(
         &self,
         lease: u32,
         json: String,
         ttl_seconds: Option<f64>,
         grace_seconds: Option<f64>,
+        tags: Option<Vec<String>>,
     ) -> Result<impl Future<Output = Outcome<bool>> + Send + 'static> {
-        let checked =
-            validate_json(&json, self.handle.max_value_bytes).and_then(|()| self.lifetime(ttl_seconds, grace_seconds));
+        let checked = validate_json(&json, self.handle.max_value_bytes)
+            .and_then(|()| self.lifetime(ttl_seconds, grace_seconds))
+            .and_then(|lifetime| Ok((lifetime, checked_tags(tags.unwrap_or_default())?)));
         let lease = self.leases.take(lease);
         match (checked, lease) {
-            (Ok(lifetime), lease) => Ok(async move {
+            (Ok((lifetime, tags)), lease) => Ok(async move {
                 match lease {
-                    Some(lease) => lease.complete(json, lifetime).await,
+                    Some(lease) => lease.complete(json, lifetime, tags).await,
                     None => Outcome { value: false, error: None },
                 }
             }),
@@ -320,6 +327,32 @@ impl Cache {
                 Err(refused)
             }
         }
+    }
+
+    /// Invalidates every entry of the namespace carrying one of `tags` written before now, in both tiers and on every
+    /// instance: gone, or with `soft` stale (a miss for `get`, still served by `getOrSet` within its grace). Fails at
+    /// once with `ERR_CACHE_INVALID_TAG`.
+    pub fn invalidate_tags(
+        &self,
+        tags: Vec<String>,
+        soft: bool,
+    ) -> Result<impl Future<Output = Outcome<()>> + Send + 'static> {
+        let tags = checked_tags(tags)?;
+        let store = self.store.clone();
+        Ok(async move {
+            if tags.is_empty() {
+                return Outcome { value: (), error: None };
+            }
+            store.invalidate_tags(tags, soft).await
+        })
+    }
+
+    /// The time of the latest invalidation of any of `tags`, in ms since the Unix epoch by the L2's clock; 0 when none
+    /// was. Fails at once with `ERR_CACHE_INVALID_TAG`.
+    pub fn tag_expiration_ms(&self, tags: Vec<String>) -> Result<impl Future<Output = Outcome<u64>> + Send + 'static> {
+        let tags = checked_tags(tags)?;
+        let store = self.store.clone();
+        Ok(async move { store.tag_expiration_ms(tags).await })
     }
 
     /// Fails a lease: its waiters get `ERR_CACHE_LOADER_FAILED` with `message`, or the lease's stale value when it

@@ -17,6 +17,8 @@ pub enum ErrorKind {
     InvalidTtl,
     /// An invalidation pattern is malformed.
     InvalidPattern,
+    /// A tag is empty, too long or not valid text, or there are too many.
+    InvalidTag,
     /// `getOrSet` was not given a function (raised by `index.js`, which takes the code from here).
     InvalidLoader,
     /// The cache was used after it was closed.
@@ -38,13 +40,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for the binding to hand their codes to JavaScript.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidOption,
         ErrorKind::InvalidKey,
         ErrorKind::InvalidValue,
         ErrorKind::ValueTooLarge,
         ErrorKind::InvalidTtl,
         ErrorKind::InvalidPattern,
+        ErrorKind::InvalidTag,
         ErrorKind::InvalidLoader,
         ErrorKind::Closed,
         ErrorKind::L2Unavailable,
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::ValueTooLarge => "ERR_CACHE_VALUE_TOO_LARGE",
             ErrorKind::InvalidTtl => "ERR_CACHE_INVALID_TTL",
             ErrorKind::InvalidPattern => "ERR_CACHE_INVALID_PATTERN",
+            ErrorKind::InvalidTag => "ERR_CACHE_INVALID_TAG",
             ErrorKind::InvalidLoader => "ERR_CACHE_INVALID_LOADER",
             ErrorKind::Closed => "ERR_CACHE_CLOSED",
             ErrorKind::L2Unavailable => "ERR_CACHE_L2_UNAVAILABLE",
@@ -85,6 +89,7 @@ impl ErrorKind {
                 | ErrorKind::ValueTooLarge
                 | ErrorKind::InvalidTtl
                 | ErrorKind::InvalidPattern
+                | ErrorKind::InvalidTag
                 | ErrorKind::InvalidLoader
         )
     }

@@ -12,6 +12,7 @@ use moka::notification::RemovalCause;
 use moka::sync::Cache as Moka;
 use moka::Expiry;
 
+use crate::l2::Tagged;
 use crate::pattern::Pattern;
 
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
@@ -31,6 +32,8 @@ pub struct L1Entry {
     pub version: u64,
     /// Set by the first caller that starts an early refresh of this entry, so each entry is refreshed once.
     refresh_claimed: AtomicBool,
+    /// The entry's tags and write time, which every read checks against the tags' invalidations.
+    pub tagged: Option<Tagged>,
 }
 
 impl L1Entry {
@@ -103,7 +106,14 @@ impl L1 {
 
     /// Stores `json`, fresh for `lifetime` then stale for `grace` (a stale-only entry when `lifetime` is zero), and
     /// returns the new entry; with both zero it stores nothing and drops what was there.
-    pub fn insert(&self, key: &str, json: Box<str>, lifetime: Duration, grace: Duration) -> Option<Arc<L1Entry>> {
+    pub fn insert(
+        &self,
+        key: &str,
+        json: Box<str>,
+        lifetime: Duration,
+        grace: Duration,
+        tagged: Option<Tagged>,
+    ) -> Option<Arc<L1Entry>> {
         if lifetime.is_zero() && grace.is_zero() {
             self.remove(key);
             return None;
@@ -116,6 +126,7 @@ impl L1 {
             stale_until: expires_at + grace,
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
             refresh_claimed: AtomicBool::new(false),
+            tagged,
         });
         self.bytes.fetch_add(entry.bytes(key) as i64, Ordering::Relaxed);
         self.moka.insert(key.to_owned(), entry.clone());
@@ -157,6 +168,7 @@ impl L1 {
                     stale_until: entry.stale_until,
                     version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
                     refresh_claimed: AtomicBool::new(true),
+                    tagged: entry.tagged.clone(),
                 });
                 // The listener takes the replaced entry's bytes off, as for any insert.
                 self.bytes.fetch_add(demoted.bytes(&key) as i64, Ordering::Relaxed);
@@ -202,8 +214,8 @@ mod tests {
     #[test]
     fn entries_expire_at_their_own_ttl() {
         let l1 = L1::new(100, 1 << 20);
-        l1.insert("short", json("1"), Duration::from_millis(30), Duration::ZERO);
-        l1.insert("long", json("2"), Duration::from_secs(60), Duration::ZERO);
+        l1.insert("short", json("1"), Duration::from_millis(30), Duration::ZERO, None);
+        l1.insert("long", json("2"), Duration::from_secs(60), Duration::ZERO, None);
         assert_eq!(&*l1.get("short").unwrap().json, "1");
         std::thread::sleep(Duration::from_millis(50));
         assert!(l1.get("short").is_none());
@@ -213,7 +225,7 @@ mod tests {
     #[test]
     fn idle_expired_entries_are_reclaimed_by_pending_tasks() {
         let l1 = L1::new(100, 1 << 20);
-        l1.insert("a", json("\"x\""), Duration::from_millis(20), Duration::ZERO);
+        l1.insert("a", json("\"x\""), Duration::from_millis(20), Duration::ZERO, None);
         l1.run_pending_tasks();
         assert_eq!(l1.entry_count(), 1);
         // moka's expiry timer wheel turns about once a second: reads see expiry at once, reclaiming takes a tick.
@@ -227,7 +239,7 @@ mod tests {
     fn max_entries_bounds_the_count() {
         let l1 = L1::new(10, 1 << 20);
         for i in 0..100 {
-            l1.insert(&format!("k{i}"), json("1"), Duration::from_secs(60), Duration::ZERO);
+            l1.insert(&format!("k{i}"), json("1"), Duration::from_secs(60), Duration::ZERO, None);
         }
         l1.run_pending_tasks();
         assert!(l1.entry_count() <= 10, "{}", l1.entry_count());
@@ -238,7 +250,7 @@ mod tests {
         let l1 = L1::new(10_000, 10_000);
         let big = "x".repeat(1000);
         for i in 0..100 {
-            l1.insert(&format!("k{i}"), json(&big), Duration::from_secs(60), Duration::ZERO);
+            l1.insert(&format!("k{i}"), json(&big), Duration::from_secs(60), Duration::ZERO, None);
         }
         l1.run_pending_tasks();
         assert!(l1.bytes() <= 10_000, "{}", l1.bytes());
@@ -248,7 +260,7 @@ mod tests {
     #[test]
     fn stale_entries_are_kept_for_their_grace_but_never_fresh() {
         let l1 = L1::new(100, 1 << 20);
-        l1.insert("k", json("1"), Duration::from_millis(30), Duration::from_millis(200));
+        l1.insert("k", json("1"), Duration::from_millis(30), Duration::from_millis(200), None);
         std::thread::sleep(Duration::from_millis(50));
         assert!(l1.get("k").is_none(), "past its TTL it is a miss");
         assert_eq!(&*l1.get_stale("k").unwrap().json, "1");
@@ -259,19 +271,19 @@ mod tests {
     #[test]
     fn an_early_refresh_is_claimed_once_per_entry_and_only_near_expiry() {
         let l1 = L1::new(100, 1 << 20);
-        let entry = l1.insert("k", json("1"), Duration::from_secs(10), Duration::ZERO).unwrap();
+        let entry = l1.insert("k", json("1"), Duration::from_secs(10), Duration::ZERO, None).unwrap();
         assert!(!entry.claim_refresh(Duration::from_secs(5)), "10 s left of 10: not due");
         assert!(entry.claim_refresh(Duration::from_secs(11)), "due");
         assert!(!entry.claim_refresh(Duration::from_secs(11)), "claimed once");
-        let rewritten = l1.insert("k", json("2"), Duration::from_secs(10), Duration::ZERO).unwrap();
+        let rewritten = l1.insert("k", json("2"), Duration::from_secs(10), Duration::ZERO, None).unwrap();
         assert!(rewritten.claim_refresh(Duration::from_secs(11)), "a new write can be refreshed again");
     }
 
     #[test]
     fn demoted_entries_are_never_hits_and_only_those_with_a_grace_stay_stale() {
         let l1 = L1::new(100, 1 << 20);
-        l1.insert("graceful", json("1"), Duration::from_secs(60), Duration::from_secs(60));
-        l1.insert("graceless", json("2"), Duration::from_secs(60), Duration::ZERO);
+        l1.insert("graceful", json("1"), Duration::from_secs(60), Duration::from_secs(60), None);
+        l1.insert("graceless", json("2"), Duration::from_secs(60), Duration::ZERO, None);
         l1.demote_all();
         assert!(l1.get("graceful").is_none() && l1.get("graceless").is_none());
         assert_eq!(&*l1.get_stale("graceful").unwrap().json, "1");
@@ -283,9 +295,9 @@ mod tests {
     #[test]
     fn versions_change_on_every_write() {
         let l1 = L1::new(10, 1 << 20);
-        l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO);
+        l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO, None);
         let first = l1.get("k").unwrap().version;
-        l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO);
+        l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO, None);
         assert_ne!(first, l1.get("k").unwrap().version);
     }
 
@@ -293,7 +305,7 @@ mod tests {
     fn remove_matching_and_clear_count_live_entries() {
         let l1 = L1::new(100, 1 << 20);
         for key in ["user:1", "user:2", "users:3", "50%_off"] {
-            l1.insert(key, json("1"), Duration::from_secs(60), Duration::ZERO);
+            l1.insert(key, json("1"), Duration::from_secs(60), Duration::ZERO, None);
         }
         assert_eq!(l1.remove_matching(&Pattern::parse("user:*", 100).unwrap()), 2);
         assert_eq!(l1.remove_matching(&Pattern::parse("50%?off", 100).unwrap()), 1);

@@ -23,6 +23,7 @@ pub mod rules;
 pub mod runtime;
 mod stats;
 mod store;
+pub mod tags;
 mod ttl;
 mod value;
 

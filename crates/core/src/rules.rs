@@ -136,8 +136,8 @@ pub const NUMBER_RULES: &[NumberRule] = &[
     REDIS_SCAN_COUNT,
 ];
 
-/// The options each call takes, by method; each follows the rule of the constructor option of its name, and an
-/// invalid one is an `ERR_CACHE_INVALID_TTL`.
+/// The options each call takes, by method; each number follows the rule of the constructor option of its name, and
+/// an invalid one is an `ERR_CACHE_INVALID_TTL`; `tags` is a list of tags (`ERR_CACHE_INVALID_TAG`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PerCallOptions {
@@ -148,8 +148,10 @@ pub struct PerCallOptions {
 }
 
 /// The options each call takes.
-pub const PER_CALL_OPTIONS: PerCallOptions =
-    PerCallOptions { set: &["ttl", "grace"], get_or_set: &["ttl", "grace", "timeout", "hardTimeout", "earlyRefresh"] };
+pub const PER_CALL_OPTIONS: PerCallOptions = PerCallOptions {
+    set: &["ttl", "grace", "tags"],
+    get_or_set: &["ttl", "grace", "tags", "timeout", "hardTimeout", "earlyRefresh"],
+};
 
 /// What the binding hands to JavaScript: every rule and every error code.
 #[derive(Debug, Serialize)]
@@ -163,6 +165,10 @@ pub struct Rules {
     pub error_codes: std::collections::BTreeMap<String, &'static str>,
     /// The longest a lost or half-open bus goes unnoticed, in ms ([`crate::bus::BUS_LOSS_DETECTION_MS`]).
     pub bus_loss_detection_ms: u64,
+    /// The longest tag, in UTF-8 bytes ([`crate::tags::MAX_TAG_BYTES`]).
+    pub max_tag_bytes: usize,
+    /// The most tags per entry or call ([`crate::tags::MAX_TAGS`]).
+    pub max_tags: usize,
 }
 
 /// The rules, for the binding to expose.
@@ -172,6 +178,8 @@ pub fn rules() -> Rules {
         per_call_options: PER_CALL_OPTIONS,
         error_codes: ErrorKind::ALL.iter().map(|kind| (format!("{kind:?}"), kind.code())).collect(),
         bus_loss_detection_ms: crate::bus::BUS_LOSS_DETECTION_MS,
+        max_tag_bytes: crate::tags::MAX_TAG_BYTES,
+        max_tags: crate::tags::MAX_TAGS,
     }
 }
 

@@ -103,6 +103,8 @@ counters!(
     stale_hits,
     /// Background refreshes that `earlyRefresh` started (at most one per entry and key at a time).
     early_refreshes,
+    /// `invalidateTags` calls.
+    tag_invalidations,
     /// `getOrSet` loads whose value was returned but not stored: the key changed (on any instance) while the loader
     /// ran, or the loader ran past `maxLoadTime`.
     loads_discarded,

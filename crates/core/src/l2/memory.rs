@@ -12,10 +12,11 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::time::Instant;
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, LockAttempt, ServerTime, Write};
+use super::{BusEvent, BusStream, L2Hit, L2Read, LockAttempt, ServerTime, Tagged, Write};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::key::namespaced;
 use crate::pattern::Pattern;
+use crate::tags::{TagTime, Tags};
 
 static SERVERS: LazyLock<Mutex<HashMap<String, Arc<Server>>>> = LazyLock::new(Default::default);
 
@@ -30,6 +31,7 @@ struct Entry {
     expires_at_us: u64,
     stale_until_us: u64,
     written_at_us: u64,
+    tags: Option<Tags>,
 }
 
 /// What a test can make the server do wrong.
@@ -52,6 +54,8 @@ pub struct Server {
     origin: Instant,
     entries: Mutex<HashMap<String, Entry>>,
     markers: Mutex<HashMap<String, u64>>,
+    /// Tag records, by namespace and tag.
+    tag_records: Mutex<HashMap<(String, Box<str>), TagTime>>,
     /// Each lock's owner token and end.
     locks: Mutex<HashMap<String, (u64, Instant)>>,
     bus: broadcast::Sender<(String, String)>,
@@ -66,6 +70,7 @@ impl Server {
             origin: Instant::now(),
             entries: Default::default(),
             markers: Default::default(),
+            tag_records: Default::default(),
             locks: Default::default(),
             bus: broadcast::channel(1024).0,
             commands: AtomicU64::new(0),
@@ -127,16 +132,23 @@ impl MemoryL2 {
         let s = &self.server;
         s.command().await?;
         let now = s.now_us();
-        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now) };
-        if let Some(Entry { json: Some(json), expires_at_us, stale_until_us, .. }) = s.entries.lock().unwrap().get(key)
+        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now), tag_times: Vec::new() };
+        if let Some(Entry { json: Some(json), expires_at_us, stale_until_us, written_at_us, tags }) =
+            s.entries.lock().unwrap().get(key)
         {
+            let tagged = tags.clone().map(|tags| Tagged { tags, written_us: *written_at_us });
+            if let Some(tagged) = &tagged {
+                let namespace = key.split_once(':').map_or("", |(namespace, _)| namespace);
+                read.tag_times =
+                    self.times_of(namespace, &tagged.tags).into_iter().filter(|(_, t)| t.latest_us() > 0).collect();
+            }
             if *expires_at_us > now {
                 let remaining_ms = Some((expires_at_us - now) / 1000);
                 let grace_ms = (stale_until_us - expires_at_us) / 1000;
-                read.hit = Some(L2Hit { json: json.clone(), remaining_ms, grace_ms });
+                read.hit = Some(L2Hit { json: json.clone(), remaining_ms, grace_ms, tagged });
             } else if *stale_until_us > now {
                 let grace_ms = (stale_until_us - now) / 1000;
-                read.stale = Some(L2Hit { json: json.clone(), remaining_ms: Some(0), grace_ms });
+                read.stale = Some(L2Hit { json: json.clone(), remaining_ms: Some(0), grace_ms, tagged });
             }
         }
         let gate = s.faults.read_gate.lock().unwrap().clone();
@@ -146,8 +158,14 @@ impl MemoryL2 {
         Ok(read)
     }
 
-    pub(super) async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
-        let Write { lifetime, condition, bus_message } = write;
+    pub(super) async fn set(
+        &self,
+        key: &str,
+        namespace: &str,
+        json: &str,
+        write: Write<'_>,
+    ) -> Result<Option<ServerTime>> {
+        let Write { lifetime, condition, bus_message, tags } = write;
         let s = &self.server;
         s.command().await?;
         let now = s.now_us();
@@ -155,8 +173,9 @@ impl MemoryL2 {
         if let Some(ServerTime(since)) = condition.since() {
             let marker = s.markers.lock().unwrap().get(namespace).copied().unwrap_or(0);
             let written = entries.get(key).map_or(0, |e| e.written_at_us);
-            if now - since > self.fence_window_us || written >= since || marker >= since {
-                return Ok(false);
+            let tag_invalidated = self.times_of(namespace, tags).iter().any(|(_, t)| t.latest_us() >= since);
+            if now - since > self.fence_window_us || written >= since || marker >= since || tag_invalidated {
+                return Ok(None);
             }
         }
         let entry = Entry {
@@ -164,13 +183,41 @@ impl MemoryL2 {
             expires_at_us: now + lifetime.ttl_ms * 1000,
             stale_until_us: now + lifetime.kept_ms() * 1000,
             written_at_us: now,
+            tags: (!tags.is_empty()).then(|| tags.into()),
         };
         entries.insert(key.to_owned(), entry);
         drop(entries);
         if let Some(message) = bus_message {
             s.publish_now(BUS_CHANNEL, message);
         }
-        Ok(true)
+        Ok(Some(ServerTime(now)))
+    }
+
+    fn times_of(&self, namespace: &str, tags: &[Box<str>]) -> Vec<(Box<str>, TagTime)> {
+        let records = self.server.tag_records.lock().unwrap();
+        let time_of = |tag: &str| records.get(&(namespace.to_owned(), tag.into())).copied().unwrap_or_default();
+        tags.iter().map(|tag| (tag.clone(), time_of(tag))).collect()
+    }
+
+    pub(super) async fn invalidate_tags(&self, namespace: &str, tags: &[Box<str>], soft: bool) -> Result<ServerTime> {
+        let s = &self.server;
+        s.command().await?;
+        let now = s.now_us();
+        let mut records = s.tag_records.lock().unwrap();
+        for tag in tags {
+            let record = records.entry((namespace.to_owned(), tag.clone())).or_default();
+            if soft {
+                record.soft_us = now;
+            } else {
+                record.hard_us = now;
+            }
+        }
+        Ok(ServerTime(now))
+    }
+
+    pub(super) async fn tag_times(&self, namespace: &str, tags: &[Box<str>]) -> Result<Vec<TagTime>> {
+        self.server.command().await?;
+        Ok(self.times_of(namespace, tags).into_iter().map(|(_, time)| time).collect())
     }
 
     pub(super) async fn delete(&self, keys: &[String], bus_message: Option<&str>) -> Result<u64> {
@@ -180,7 +227,8 @@ impl MemoryL2 {
         let mut entries = s.entries.lock().unwrap();
         let mut removed = 0;
         for key in keys {
-            let tombstone = Entry { json: None, expires_at_us: now, stale_until_us: now, written_at_us: now };
+            let tombstone =
+                Entry { json: None, expires_at_us: now, stale_until_us: now, written_at_us: now, tags: None };
             if entries.insert(key.clone(), tombstone).is_some_and(|e| e.json.is_some() && e.expires_at_us > now) {
                 removed += 1;
             }
@@ -190,10 +238,6 @@ impl MemoryL2 {
             s.publish_now(BUS_CHANNEL, message);
         }
         Ok(removed)
-    }
-
-    pub(super) async fn has(&self, key: &str) -> Result<bool> {
-        Ok(self.get(key).await?.hit.is_some())
     }
 
     pub(super) async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {

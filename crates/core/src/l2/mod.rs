@@ -14,7 +14,17 @@ use std::time::Duration;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
+use crate::tags::{TagTime, Tags};
 use crate::ttl::Lifetime;
+
+/// How long a tag's invalidation record is kept, in ms: the longest an entry it can affect may live (the largest
+/// TTL plus the largest grace), so no entry written before the invalidation outlives it.
+pub const TAG_RECORD_RETENTION_MS: u64 = (crate::rules::TTL.max as u64 + crate::rules::GRACE.max as u64) * 1000;
+
+/// How often a store on a Postgres table without the columns of grace and tags looks whether another instance added
+/// them: until it sees them it reads entries without their tags, so this bounds how long it may miss a tag's
+/// invalidation right after the table's first tagged write.
+pub const EXTENSION_WATCH_MS: u64 = 1_000;
 
 /// A time by the L2 server's clock, in microseconds since the Unix epoch. Every comparison of times that decides
 /// coherence uses this one clock, never two app servers' clocks.
@@ -32,6 +42,17 @@ pub struct L2Hit {
     pub remaining_ms: Option<u64>,
     /// Milliseconds the entry is kept stale after `remaining_ms`; 0 without a grace.
     pub grace_ms: u64,
+    /// The entry's tags, and when it was written by the L2's clock (µs); `None` for an untagged entry.
+    pub tagged: Option<Tagged>,
+}
+
+/// The tags of an entry and its write time, which the tags' invalidation times are compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tagged {
+    /// The entry's tags.
+    pub tags: Tags,
+    /// When the entry was written, by the L2's clock, in µs (Postgres: its `updatedAt`, to the millisecond).
+    pub written_us: u64,
 }
 
 /// What a read found, and when, by the L2's clock.
@@ -44,6 +65,8 @@ pub struct L2Read {
     pub stale: Option<L2Hit>,
     /// The server time of the read: a load that follows a miss starts no earlier.
     pub at: ServerTime,
+    /// The invalidation records of the tags of the entry read, by tag (only those that have one).
+    pub tag_times: Vec<(Box<str>, TagTime)>,
 }
 
 /// When a write may go ahead.
@@ -76,6 +99,9 @@ pub struct Write<'a> {
     pub condition: WriteCondition,
     /// Published in the same round trip when the write goes ahead.
     pub bus_message: Option<&'a str>,
+    /// The entry's tags; empty for none. A fenced write is also refused when one of them was invalidated (hard or
+    /// soft) at or after its `since`: its loader read the data before that invalidation.
+    pub tags: &'a [Box<str>],
 }
 
 /// What the bus subscription hears.
@@ -178,8 +204,8 @@ impl L2 {
 
     /// Writes an entry of `namespace`, fresh for the lifetime's TTL and kept stale for its grace, unless `condition`
     /// refuses it and, in the same round trip, publishes `bus_message` when there is one and the write went ahead.
-    /// Returns whether it did.
-    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
+    /// Returns the write's time by the L2's clock, or `None` when the condition refused it.
+    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<Option<ServerTime>> {
         match self {
             L2::Postgres(pg) => pg.set(key, namespace, json, write).await,
             L2::Redis(redis) => redis.set(key, namespace, json, write).await,
@@ -199,16 +225,6 @@ impl L2 {
         }
     }
 
-    /// Whether a live entry exists, without fetching its value.
-    pub async fn has(&self, key: &str) -> Result<bool> {
-        match self {
-            L2::Postgres(pg) => pg.has(key).await,
-            L2::Redis(redis) => redis.has(key).await,
-            #[cfg(test)]
-            L2::Memory(memory) => memory.has(key).await,
-        }
-    }
-
     /// Marks the namespace invalidated now (fencing every load that started before), then removes its keys matching
     /// `pattern`; returns how many live entries were removed.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
@@ -217,6 +233,27 @@ impl L2 {
             L2::Redis(redis) => redis.delete_matching(namespace, pattern).await,
             #[cfg(test)]
             L2::Memory(memory) => memory.delete_matching(namespace, pattern).await,
+        }
+    }
+
+    /// Records an invalidation of `tags` in `namespace` now (hard, or soft), kept [`TAG_RECORD_RETENTION_MS`];
+    /// returns its time by the L2's clock, in the L2's precision.
+    pub async fn invalidate_tags(&self, namespace: &str, tags: &[Box<str>], soft: bool) -> Result<ServerTime> {
+        match self {
+            L2::Postgres(pg) => pg.invalidate_tags(namespace, tags, soft).await,
+            L2::Redis(redis) => redis.invalidate_tags(namespace, tags, soft).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.invalidate_tags(namespace, tags, soft).await,
+        }
+    }
+
+    /// The invalidation records of `tags` in `namespace`, in their order (0s for a tag never invalidated).
+    pub async fn tag_times(&self, namespace: &str, tags: &[Box<str>]) -> Result<Vec<TagTime>> {
+        match self {
+            L2::Postgres(pg) => pg.tag_times(namespace, tags).await,
+            L2::Redis(redis) => redis.tag_times(namespace, tags).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.tag_times(namespace, tags).await,
         }
     }
 
@@ -269,6 +306,32 @@ impl L2 {
             #[cfg(test)]
             L2::Memory(_) => None,
         }
+    }
+
+    /// Whether the L2 started keeping entries' tags since this store last looked (Postgres: another instance extended
+    /// the table), so that what the store read before, without tags, must go. Always `false` for Redis.
+    pub async fn newly_extended(&self) -> Result<bool> {
+        match self {
+            L2::Postgres(pg) => pg.newly_extended().await,
+            L2::Redis(_) => Ok(false),
+            #[cfg(test)]
+            L2::Memory(_) => Ok(false),
+        }
+    }
+
+    /// Whether the L2 keeps entries' tags now (Postgres: once this store knows the table extended).
+    pub fn keeps_tags(&self) -> bool {
+        match self {
+            L2::Postgres(pg) => pg.is_extended(),
+            L2::Redis(_) => true,
+            #[cfg(test)]
+            L2::Memory(_) => true,
+        }
+    }
+
+    /// Whether [`Self::newly_extended`] can ever say `true`.
+    pub fn may_extend(&self) -> bool {
+        matches!(self, L2::Postgres(_))
     }
 
     /// Deletes entries past their expiry and the fence window; returns how many.

@@ -1,12 +1,13 @@
 //! The Redis L2: each entry is a small hash `namespace:key` → `{ v: JSON text, x: expiry, w: last write }`, times in
 //! microseconds of the Redis server's clock; an entry written with a grace also holds `g`, the end of its grace,
-//! and the key lives until then.
+//! and the key lives until then, and a tagged entry holds `t`, its tags as a JSON array. A tag's invalidation record
+//! is a hash `#tag:<namespace>:<tag>` → `{ h: hard, s: soft }`, kept [`TAG_RECORD_RETENTION_MS`].
 //!
 //! The write time `w` is what fences a load that raced a change (see [`super::WriteCondition`]): so that it outlives
 //! the value when the TTL is short, the key lives at least the fence window, and the value's own expiry is `x`.
 //! A `delete` leaves a hash holding only `w` (a tombstone) for the window; `invalidatePattern` and `clear` stamp one
 //! marker key per namespace instead. Writes, removals and their bus messages each go in one script, so one round
-//! trip; reads are a pipeline of `HMGET` and `TIME`, no script.
+//! trip; so does a read, with the records of the entry's tags.
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`, which reconnects by itself) carries every command;
 //! the invalidation bus has its own pub/sub connection. Pattern deletes walk `SCAN MATCH` batch by batch, so no single
@@ -18,9 +19,12 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Write, WriteCondition};
+use super::{
+    BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write, WriteCondition, TAG_RECORD_RETENTION_MS,
+};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
+use crate::tags::{TagTime, Tags};
 
 /// The pub/sub channel of the invalidation bus.
 pub const BUS_CHANNEL: &str = "tiered-cache:bus";
@@ -28,6 +32,45 @@ pub const BUS_CHANNEL: &str = "tiered-cache:bus";
 const LOCK_PREFIX: &str = "#lock:";
 /// The namespace's marker of its latest `invalidatePattern` or `clear`.
 const INVALIDATION_PREFIX: &str = "#inval:";
+/// A tag's invalidation record, after `<namespace>:`.
+const TAG_PREFIX: &str = "#tag:";
+
+/// KEYS: entry. ARGV: the tag records' prefix. Returns v, x, g, t, w (false when absent), the server time in µs, then
+/// each tag's h and s.
+const GET: &str = r"
+local r = redis.call('HMGET', KEYS[1], 'v', 'x', 'g', 't', 'w')
+local out = {r[1] or false, r[2] or false, r[3] or false, r[4] or false, r[5] or false, nowstr}
+if r[1] and r[4] then
+  for _, tag in ipairs(cjson.decode(r[4])) do
+    local h = redis.call('HMGET', ARGV[1] .. tag, 'h', 's')
+    out[#out + 1] = h[1] or '0'
+    out[#out + 1] = h[2] or '0'
+  end
+end
+return out
+";
+
+/// ARGV: the tag records' prefix, `h` (hard) or `s` (soft), the records' retention in ms, then the tags. Returns the
+/// server time in µs.
+const INVALIDATE_TAGS: &str = r"
+for i = 4, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  redis.call('HSET', key, ARGV[2], nowstr)
+  redis.call('PEXPIRE', key, ARGV[3])
+end
+return nowstr
+";
+
+/// ARGV: the tag records' prefix, then the tags. Returns each tag's h and s.
+const TAG_TIMES: &str = r"
+local out = {}
+for i = 2, #ARGV do
+  local h = redis.call('HMGET', ARGV[1] .. ARGV[i], 'h', 's')
+  out[#out + 1] = h[1] or '0'
+  out[#out + 1] = h[2] or '0'
+end
+return out
+";
 
 const UNLOCK_IF_OWNER: &str =
     r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -45,24 +88,31 @@ end
 ";
 
 /// KEYS: entry, namespace marker. ARGV: json, ttl ms, fence window ms, since µs or '' (unconditional), bus channel,
-/// bus message or '', grace ms. Returns 1 when written, 0 when the fence refused it.
+/// bus message or '', grace ms, tags as a JSON array or '', the tag records' prefix. Returns the write's time in µs,
+/// or '' when the fence refused it.
 const SET: &str = r"
 local since = tonumber(ARGV[4])
+local tags = ARGV[8] ~= '' and cjson.decode(ARGV[8]) or {}
 if since then
-  if now - since > tonumber(ARGV[3]) * 1000 then return 0 end
+  if now - since > tonumber(ARGV[3]) * 1000 then return '' end
   local w = redis.pcall('HGET', KEYS[1], 'w')
-  if type(w) == 'string' and tonumber(w) >= since then return 0 end
+  if type(w) == 'string' and tonumber(w) >= since then return '' end
   local m = redis.call('GET', KEYS[2])
-  if m and tonumber(m) >= since then return 0 end
+  if m and tonumber(m) >= since then return '' end
+  for _, tag in ipairs(tags) do
+    local h = redis.call('HMGET', ARGV[9] .. tag, 'h', 's')
+    if tonumber(h[1] or '0') >= since or tonumber(h[2] or '0') >= since then return '' end
+  end
 end
 local ttl = tonumber(ARGV[2])
 local grace = tonumber(ARGV[7])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'x', string.format('%.0f', now + ttl * 1000), 'w', nowstr)
 if grace > 0 then redis.call('HSET', KEYS[1], 'g', string.format('%.0f', now + (ttl + grace) * 1000)) end
+if #tags > 0 then redis.call('HSET', KEYS[1], 't', ARGV[8]) end
 redis.call('PEXPIRE', KEYS[1], math.max(ttl + grace, tonumber(ARGV[3])))
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
-return 1
+return nowstr
 ";
 
 /// KEYS: entries. ARGV: fence window ms, bus channel, bus message or ''. Leaves a tombstone of each key; returns how
@@ -95,6 +145,17 @@ redis.call('SET', KEYS[1], nowstr, 'PX', ARGV[1])
 return 1
 ";
 
+/// The prefix of the tag records of the namespace of `key` (`namespace:...`; a namespace holds no `:`).
+fn tag_prefix(key: &str) -> String {
+    let namespace = key.split_once(':').map_or("", |(namespace, _)| namespace);
+    format!("{TAG_PREFIX}{namespace}:")
+}
+
+/// Tags as the JSON array an entry's `t` field holds.
+fn tags_json(tags: &[Box<str>]) -> String {
+    serde_json::to_string(tags).expect("strings always serialize")
+}
+
 /// Settings of the Redis L2.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RedisConfig {
@@ -110,7 +171,10 @@ impl Default for RedisConfig {
 }
 
 struct Scripts {
+    get: Script,
     set: Script,
+    invalidate_tags: Script,
+    tag_times: Script,
     delete: Script,
     unlink_counting_live: Script,
     mark_invalidation: Script,
@@ -120,7 +184,10 @@ impl Scripts {
     fn new() -> Self {
         let with_now = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
+            get: with_now(GET),
             set: with_now(SET),
+            invalidate_tags: with_now(INVALIDATE_TAGS),
+            tag_times: Script::new(TAG_TIMES),
             delete: with_now(DELETE),
             unlink_counting_live: with_now(UNLINK_COUNTING_LIVE),
             mark_invalidation: with_now(MARK_INVALIDATION),
@@ -194,42 +261,86 @@ impl RedisL2 {
         }
     }
 
-    /// `HMGET v x g` and `TIME` in one pipeline: the entry if live (or stale, within its grace), and the server time
-    /// of the read.
+    /// One script: the entry if live (or stale, within its grace), the records of its tags, and the server time of
+    /// the read.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
-        type Fields = (Option<String>, Option<u64>, Option<u64>);
-        let ((json, expires_us, stale_until_us), time): (Fields, (u64, u64)) = redis::pipe()
-            .cmd("HMGET")
-            .arg(key)
-            .arg("v")
-            .arg("x")
-            .arg("g")
-            .cmd("TIME")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error("get", e))?;
-        let now_us = time.0 * 1_000_000 + time.1;
-        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now_us) };
-        match (json, expires_us, stale_until_us) {
-            (Some(json), Some(x), _) if x > now_us => {
-                let grace_ms = stale_until_us.map_or(0, |g| g.saturating_sub(x) / 1000);
-                read.hit = Some(L2Hit { json, remaining_ms: Some((x - now_us) / 1000), grace_ms })
+        let mut invocation = self.scripts.get.key(key);
+        invocation.arg(tag_prefix(key));
+        let reply: Vec<Option<String>> =
+            invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("get", e))?;
+        let field = |i: usize| reply.get(i).cloned().flatten();
+        let number = |i: usize| field(i).and_then(|s| s.parse::<u64>().ok());
+        let now_us = number(5).unwrap_or(0);
+        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now_us), tag_times: Vec::new() };
+        let (Some(json), Some(x)) = (field(0), number(1)) else {
+            return Ok(read);
+        };
+        let tagged = match field(3) {
+            Some(tags) => {
+                let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
+                let tags: Tags = tags.into_iter().map(String::into_boxed_str).collect();
+                read.tag_times = tags
+                    .iter()
+                    .enumerate()
+                    .map(|(i, tag)| {
+                        let time = TagTime {
+                            hard_us: number(6 + 2 * i).unwrap_or(0),
+                            soft_us: number(7 + 2 * i).unwrap_or(0),
+                        };
+                        (tag.clone(), time)
+                    })
+                    .filter(|(_, time)| time.latest_us() > 0)
+                    .collect();
+                Some(Tagged { tags, written_us: number(4).unwrap_or(0) })
             }
-            (Some(json), Some(_), Some(g)) if g > now_us => {
-                read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: (g - now_us) / 1000 })
-            }
-            _ => {}
+            None => None,
+        };
+        let stale_until_us = number(2);
+        if x > now_us {
+            let grace_ms = stale_until_us.map_or(0, |g| g.saturating_sub(x) / 1000);
+            read.hit = Some(L2Hit { json, remaining_ms: Some((x - now_us) / 1000), grace_ms, tagged });
+        } else if let Some(g) = stale_until_us.filter(|&g| g > now_us) {
+            read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: (g - now_us) / 1000, tagged });
         }
         Ok(read)
     }
 
-    /// Writes the entry (and publishes its bus message) in one script, unless its condition refuses it.
-    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
+    /// Records an invalidation of `tags` now, in one script; returns its time.
+    pub async fn invalidate_tags(&self, namespace: &str, tags: &[Box<str>], soft: bool) -> Result<ServerTime> {
+        let mut invocation = self.scripts.invalidate_tags.prepare_invoke();
+        invocation
+            .arg(format!("{TAG_PREFIX}{namespace}:"))
+            .arg(if soft { "s" } else { "h" })
+            .arg(TAG_RECORD_RETENTION_MS);
+        for tag in tags {
+            invocation.arg(&**tag);
+        }
+        let at: String =
+            invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("invalidateTags", e))?;
+        Ok(ServerTime(at.parse().unwrap_or(0)))
+    }
+
+    /// The invalidation records of `tags`, in one script.
+    pub async fn tag_times(&self, namespace: &str, tags: &[Box<str>]) -> Result<Vec<TagTime>> {
+        let mut invocation = self.scripts.tag_times.prepare_invoke();
+        invocation.arg(format!("{TAG_PREFIX}{namespace}:"));
+        for tag in tags {
+            invocation.arg(&**tag);
+        }
+        let reply: Vec<String> =
+            invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("getTagExpiration", e))?;
+        let number = |i: usize| reply.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        Ok((0..tags.len()).map(|i| TagTime { hard_us: number(2 * i), soft_us: number(2 * i + 1) }).collect())
+    }
+
+    /// Writes the entry (and publishes its bus message) in one script, unless its condition refuses it; returns the
+    /// write's time.
+    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<Option<ServerTime>> {
         let since = match write.condition {
             WriteCondition::Always => String::new(),
             WriteCondition::UnchangedSince(ServerTime(us)) => us.to_string(),
         };
-        let written: i64 = self
+        let written: String = self
             .scripts
             .set
             .key(key)
@@ -241,10 +352,12 @@ impl RedisL2 {
             .arg(BUS_CHANNEL)
             .arg(write.bus_message.unwrap_or(""))
             .arg(write.lifetime.grace_ms)
+            .arg(if write.tags.is_empty() { String::new() } else { tags_json(write.tags) })
+            .arg(format!("{TAG_PREFIX}{namespace}:"))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.error("set", e))?;
-        Ok(written == 1)
+        Ok(written.parse().ok().map(ServerTime))
     }
 
     /// Leaves a tombstone of each key (and publishes `bus_message`) in one script; returns how many were live.
@@ -259,11 +372,6 @@ impl RedisL2 {
     }
 
     /// Whether a live entry exists: the read of [`RedisL2::get`], since liveness needs the value's expiry and the
-    /// server's time alike.
-    pub async fn has(&self, key: &str) -> Result<bool> {
-        Ok(self.get(key).await?.hit.is_some())
-    }
-
     /// Stamps the namespace's invalidation marker, then walks `SCAN MATCH` over the namespace and unlinks each step's
     /// keys that [`Pattern::matches`]; returns how many live ones went. Not atomic: a key written during the walk
     /// may survive it, but no load that started before the call can store its value after it.

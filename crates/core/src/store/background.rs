@@ -15,6 +15,9 @@ pub(super) fn start(inner: &Arc<Inner>) -> Vec<AbortHandle> {
     if inner.l1.is_some() {
         tasks.push(crate::runtime::spawn(l1_housekeeping(Arc::downgrade(inner))).abort_handle());
     }
+    if inner.l2.as_ref().is_some_and(|l2| l2.may_extend()) {
+        tasks.push(crate::runtime::spawn(extension_watch(Arc::downgrade(inner))).abort_handle());
+    }
     if let Some(period) = inner.l2.as_ref().and_then(|l2| l2.sweep_interval(&inner.config)) {
         tasks.push(crate::runtime::spawn(expiry_sweeps(Arc::downgrade(inner), period)).abort_handle());
     }
@@ -36,6 +39,26 @@ async fn l1_housekeeping(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         if let Some(l1) = &inner.l1 {
             l1.run_pending_tasks();
+        }
+    }
+}
+
+/// Until the L2 keeps tags, entries are read without them; once another instance starts tagging, what this store's
+/// L1 took in before may carry tags it never saw, so it goes, with every load in progress.
+async fn extension_watch(inner: Weak<Inner>) {
+    let mut ticks = ticker(Duration::from_millis(crate::l2::EXTENSION_WATCH_MS));
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(l2) = inner.l2.clone() else { return };
+        match l2.newly_extended().await {
+            Ok(true) => {
+                inner.forget_matching(&crate::pattern::Pattern::everything());
+                return;
+            }
+            // Known already (this store extended it), or not yet.
+            Ok(false) if l2.keeps_tags() => return,
+            _ => {}
         }
     }
 }

@@ -202,6 +202,7 @@ impl BusListener for Inner {
             BusOp::Clear => {
                 self.forget_matching(&Pattern::everything());
             }
+            BusOp::Tags { tags, at, soft } => self.learn_invalidation(tags, *at, *soft),
         }
         self.l2_activity.notify_waiters();
     }

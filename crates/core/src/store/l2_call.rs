@@ -10,9 +10,8 @@ use super::{Inner, Outcome};
 use crate::bus::BusOp;
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::key::namespaced;
-use crate::l2::{Write, WriteCondition, L2};
+use crate::l2::{L2Read, ServerTime, Write, L2};
 use crate::stats::bump;
-use crate::ttl::Lifetime;
 
 /// The least time between two replacements of the L2's connections, in ms.
 const RECONNECT_INTERVAL_MS: u64 = 100;
@@ -62,26 +61,31 @@ impl Inner {
         }
     }
 
-    /// Writes one key to the L2 under `condition`, its bus announcement in the same round trip; `Ok(false)` when the
-    /// condition refused it.
+    /// Writes one key to the L2 (the write's bus message is filled in here: its announcement, in the same round
+    /// trip); the write's time, or `Ok(None)` when its condition refused it.
     pub(super) async fn write_to_l2(
         &self,
         l2: &L2,
         key: &str,
         json: &str,
-        lifetime: Lifetime,
-        condition: WriteCondition,
+        write: Write<'_>,
         deadline: Instant,
-    ) -> Result<bool> {
+    ) -> Result<Option<ServerTime>> {
         let full = namespaced(&self.config.namespace, key);
         let announce = self.bus_payloads(BusOp::Keys { keys: vec![key.to_owned()] });
         let message = announce.first().map(|(_, payload)| payload.as_str());
-        let write = Write { lifetime, condition, bus_message: message };
+        let write = Write { bus_message: message, ..write };
         let written = self.l2_call(deadline, || l2.set(&full, &self.config.namespace, json, write)).await;
-        if written.as_ref().is_ok_and(|&w| w) && message.is_some() {
+        if written.as_ref().is_ok_and(Option::is_some) && message.is_some() {
             bump(&self.stats.bus_published);
         }
         written
+    }
+
+    /// Reads one namespaced key from the L2, its entry judged by its tags' invalidations (see
+    /// [`Inner::judged`]).
+    pub(super) async fn l2_get(&self, l2: &L2, full: &str, deadline: Instant) -> Result<L2Read> {
+        self.l2_call(deadline, || l2.get(full)).await.map(|read| self.judged(read))
     }
 
     /// Counts a failure and degrades to `fallback`; a call the open breaker skipped is counted as skipped, and not

@@ -10,8 +10,9 @@ use super::{Inner, Json, Outcome, Store};
 use crate::error::{CacheError, ErrorKind};
 use crate::flight::{self, Flight, FlightResult, Joined};
 use crate::key::namespaced;
-use crate::l2::{L2Hit, LoadLock, LockAttempt, ServerTime, WriteCondition, L2};
+use crate::l2::{L2Hit, LoadLock, LockAttempt, ServerTime, Tagged, Write, WriteCondition, L2};
 use crate::stats::bump;
+use crate::tags::Tags;
 use crate::ttl::Lifetime;
 
 /// How often a `getOrSet` waiting on another process's lock looks for the value, unless the bus wakes it first.
@@ -128,9 +129,11 @@ impl Inner {
     ) -> Outcome<LoadStep> {
         let generation = self.generations.of(key);
         let Some(l2) = self.l2.clone() else {
-            // Memory only: the L1 missed, and there is nothing else to ask.
+            // Memory only: the L1 missed, and there is nothing else to ask. The load's start, by the store's clock,
+            // is the write time its value gets: a tag invalidated while the loader runs makes it a miss.
             bump(&self.stats.misses);
-            let mut lease = self.lease(key, Some(flight), None, None, Duration::ZERO, generation);
+            let started = Some(ServerTime(self.local_now_us()));
+            let mut lease = self.lease(key, Some(flight), None, started, Duration::ZERO, generation);
             lease.keep_stale(fallback.stale);
             return Outcome::ok(LoadStep::Lead(lease));
         };
@@ -138,7 +141,7 @@ impl Inner {
         // does not count (it is bounded by `lockTimeout`).
         let deadline = self.deadline();
         let full = namespaced(&self.config.namespace, key);
-        let read = match self.l2_call(deadline, || l2.get(&full)).await {
+        let read = match self.l2_get(&l2, &full, deadline).await {
             Ok(read) => read,
             Err(error) => {
                 // The L2 is failing: lead without asking it for a lock, and do not wait for it again. The L1's
@@ -262,7 +265,7 @@ impl Inner {
                 _ = self.l2_activity.notified() => {}
             }
             let generation = self.generations.of(key);
-            match self.l2_call(self.deadline(), || l2.get(full)).await {
+            match self.l2_get(l2, full, self.deadline()).await {
                 Ok(read) => match read.hit {
                     Some(hit) => return Outcome::ok(LockStep::Loaded { hit, generation }),
                     None => since = read.at,
@@ -285,7 +288,7 @@ impl Inner {
         waited: bool,
     ) -> Outcome<LockStep> {
         let generation = self.generations.of(key);
-        match self.l2_call(deadline, || l2.get(full)).await {
+        match self.l2_get(l2, full, deadline).await {
             Ok(read) => match read.hit {
                 Some(hit) => {
                     lock.release().await;
@@ -363,16 +366,17 @@ impl LoadLease {
 
     /// Stores the loader's value unless the key changed while it ran, hands it to the waiters, then lets other
     /// processes go. The value is `true` when it was stored in the L2 (or, memory only, in the L1).
-    pub async fn complete(mut self, json: String, lifetime: Lifetime) -> Outcome<bool> {
+    pub async fn complete(mut self, json: String, lifetime: Lifetime, tags: Tags) -> Outcome<bool> {
         let inner = self.inner.clone();
         bump(&inner.stats.sets);
         let shared: Arc<str> = Arc::from(json.as_str());
         let unchanged_here = inner.generations.of(&self.key) == self.generation;
         let outcome = match (&inner.l2, self.since) {
             // Memory only: the L1 is the only copy, so a change made while the loader ran must stay.
-            (None, _) => {
+            (None, started) => {
                 if unchanged_here {
-                    inner.apply_write(&self.key, json.into_boxed_str(), lifetime, true, self.generation);
+                    let tagged = Inner::tagged(&tags, started.map_or(0, |at| at.0));
+                    inner.apply_write(&self.key, json.into_boxed_str(), lifetime, tagged, true, self.generation);
                 } else {
                     bump(&inner.stats.loads_discarded);
                 }
@@ -382,17 +386,20 @@ impl LoadLease {
                 let generation = inner.generations.of(&self.key);
                 let condition = WriteCondition::UnchangedSince(since);
                 let deadline = Instant::now() + self.l2_budget;
-                match inner.write_to_l2(l2, &self.key, &json, lifetime, condition, deadline).await {
-                    Ok(true) => {
-                        self.store_in_l1(json, lifetime, true, unchanged_here, generation);
+                let write = Write { lifetime, condition, bus_message: None, tags: &tags };
+                match inner.write_to_l2(l2, &self.key, &json, write, deadline).await {
+                    Ok(Some(at)) => {
+                        let tagged = Inner::tagged(&tags, at.0);
+                        self.store_in_l1(json, lifetime, tagged, true, unchanged_here, generation);
                         Outcome::ok(true)
                     }
-                    Ok(false) => {
+                    Ok(None) => {
                         bump(&inner.stats.loads_discarded);
                         Outcome::ok(false)
                     }
                     Err(error) => {
-                        self.store_in_l1(json, lifetime, false, unchanged_here, generation);
+                        let tagged = Inner::tagged(&tags, 0);
+                        self.store_in_l1(json, lifetime, tagged, false, unchanged_here, generation);
                         inner.absorb(Err(error), false)
                     }
                 }
@@ -400,7 +407,8 @@ impl LoadLease {
             // The L2 failed on the way in: no time left for it.
             (Some(_), _) => {
                 let generation = inner.generations.of(&self.key);
-                self.store_in_l1(json, lifetime, false, unchanged_here, generation);
+                let tagged = Inner::tagged(&tags, 0);
+                self.store_in_l1(json, lifetime, tagged, false, unchanged_here, generation);
                 Outcome::ok(false)
             }
         };
@@ -413,9 +421,17 @@ impl LoadLease {
         outcome
     }
 
-    fn store_in_l1(&self, json: String, lifetime: Lifetime, l2_reached: bool, unchanged_here: bool, generation: u64) {
+    fn store_in_l1(
+        &self,
+        json: String,
+        lifetime: Lifetime,
+        tagged: Option<Tagged>,
+        l2_reached: bool,
+        unchanged_here: bool,
+        generation: u64,
+    ) {
         if unchanged_here {
-            self.inner.apply_write(&self.key, json.into_boxed_str(), lifetime, l2_reached, generation);
+            self.inner.apply_write(&self.key, json.into_boxed_str(), lifetime, tagged, l2_reached, generation);
         } else {
             self.inner.forget_key(&self.key);
         }

@@ -16,6 +16,7 @@ mod coherence;
 mod l2_call;
 mod load;
 mod refresh;
+mod tagging;
 #[cfg(test)]
 mod tests;
 
@@ -31,9 +32,10 @@ use crate::error::{CacheError, Result};
 use crate::flight::Flights;
 use crate::key::namespaced;
 use crate::l1::{L1Entry, L1};
-use crate::l2::{L2Hit, WriteCondition, L2};
+use crate::l2::{L2Hit, Tagged, Write, WriteCondition, L2};
 use crate::pattern::Pattern;
 use crate::stats::{add, bump, Gauges, L2State, Stats, StatsSnapshot};
+use crate::tags::{TagTimes, Tags, Verdict};
 use crate::ttl::Lifetime;
 
 use breaker::Breaker;
@@ -99,6 +101,10 @@ pub(crate) struct Inner {
     echo_waiters: EchoWaiters,
     breaker: Breaker,
     last_reconnect: Mutex<Option<Instant>>,
+    /// The tags' invalidation times this store knows of.
+    tag_times: TagTimes,
+    /// The memory-only store's clock of writes and tag invalidations (see [`Inner::local_now_us`]).
+    local_clock: AtomicU64,
 }
 
 /// One namespace on one L2, shared by every handle of the process with the same configuration.
@@ -140,6 +146,8 @@ impl Store {
             echo_waiters: EchoWaiters::default(),
             breaker: Breaker::default(),
             last_reconnect: Mutex::new(None),
+            tag_times: TagTimes::default(),
+            local_clock: AtomicU64::new(0),
         });
         if let Some(bus) = &inner.bus {
             let listener: Weak<dyn BusListener> = Arc::downgrade(&inner) as Weak<dyn BusListener>;
@@ -196,7 +204,7 @@ impl Store {
         };
         let generation = inner.generations.of(key);
         let full = namespaced(&inner.config.namespace, key);
-        let read = inner.absorb(inner.l2_call(inner.deadline(), || l2.get(&full)).await.map(|r| r.hit), None);
+        let read = inner.absorb(inner.l2_get(l2, &full, inner.deadline()).await.map(|r| r.hit), None);
         match read.value {
             Some(hit) => {
                 bump(&inner.stats.hits);
@@ -213,16 +221,20 @@ impl Store {
     /// Writes a value to both tiers, fresh for the lifetime's TTL then kept stale for its grace, and announces it.
     /// When the L2 does not take it, the L1 keeps it for at most `busDownL1Ttl`, with no grace: no other instance
     /// saw it.
-    pub async fn set(&self, key: &str, json: String, lifetime: Lifetime) -> Outcome<()> {
+    pub async fn set(&self, key: &str, json: String, lifetime: Lifetime, tags: Tags) -> Outcome<()> {
         let inner = &self.inner;
         bump(&inner.stats.sets);
         let generation = inner.generations.of(key);
         let Some(l2) = &inner.l2 else {
-            inner.apply_write(key, json.into_boxed_str(), lifetime, true, generation);
+            let tagged = Inner::tagged(&tags, inner.local_now_us());
+            inner.apply_write(key, json.into_boxed_str(), lifetime, tagged, true, generation);
             return Outcome::ok(());
         };
-        let result = inner.write_to_l2(l2, key, &json, lifetime, WriteCondition::Always, inner.deadline()).await;
-        inner.apply_write(key, json.into_boxed_str(), lifetime, result.is_ok(), generation);
+        let write = Write { lifetime, condition: WriteCondition::Always, bus_message: None, tags: &tags };
+        let result = inner.write_to_l2(l2, key, &json, write, inner.deadline()).await;
+        let written_us = result.as_ref().ok().copied().flatten().map_or(0, |at| at.0);
+        let tagged = Inner::tagged(&tags, written_us);
+        inner.apply_write(key, json.into_boxed_str(), lifetime, tagged, result.is_ok(), generation);
         inner.flights.detach(key);
         inner.absorb(result.map(|_| ()), ())
     }
@@ -258,17 +270,19 @@ impl Store {
         inner.removal_outcome(result, confirmed)
     }
 
-    /// Whether a live entry exists in either tier; counts neither a hit nor a miss.
+    /// Whether a live entry (fresh, and not invalidated by a tag) exists in either tier; counts neither a hit nor a
+    /// miss.
     pub async fn has(&self, key: &str) -> Outcome<bool> {
         let inner = &self.inner;
-        if inner.l1.as_ref().is_some_and(|l1| l1.get(key).is_some()) {
+        let fresh = inner.l1.as_ref().and_then(|l1| l1.get(key));
+        if fresh.is_some_and(|entry| inner.verdict_of(&entry) == Verdict::Valid) {
             return Outcome::ok(true);
         }
         let Some(l2) = &inner.l2 else {
             return Outcome::ok(false);
         };
         let full = namespaced(&inner.config.namespace, key);
-        inner.absorb(inner.l2_call(inner.deadline(), || l2.has(&full)).await, false)
+        inner.absorb(inner.l2_get(l2, &full, inner.deadline()).await.map(|read| read.hit.is_some()), false)
     }
 
     /// Removes the namespace's keys matching `pattern`.
@@ -326,14 +340,18 @@ impl Inner {
         sinks.iter().for_each(|sink| sink.report(error));
     }
 
-    /// An L1 entry fresh or within its grace, counted as nothing: what a load may fall back on.
+    /// An L1 entry fresh or within its grace (and not invalidated by a tag), counted as nothing: what a load may
+    /// fall back on.
     fn l1_stale(&self, key: &str) -> Option<Arc<L1Entry>> {
-        self.l1.as_ref()?.get_stale(key)
+        self.l1.as_ref()?.get_stale(key).filter(|entry| self.verdict_of(entry) != Verdict::Gone)
     }
 
-    /// A live L1 entry, counted as an L1 hit.
+    /// A live L1 entry whose tags were not invalidated since it was written, counted as an L1 hit.
     fn l1_hit(&self, key: &str) -> Option<Arc<L1Entry>> {
         let entry = self.l1.as_ref()?.get(key)?;
+        if entry.tagged.is_some() && self.verdict_of(&entry) != Verdict::Valid {
+            return None;
+        }
         bump(&self.stats.hits);
         bump(&self.stats.l1_hits);
         Some(entry)
@@ -351,7 +369,8 @@ impl Inner {
         if fresh.is_zero() && grace.is_zero() {
             return Json::Text(Arc::from(hit.json));
         }
-        let entry = l1.insert(key, hit.json.into_boxed_str(), fresh, grace).expect("a non-zero lifetime stores it");
+        let entry =
+            l1.insert(key, hit.json.into_boxed_str(), fresh, grace, hit.tagged).expect("a non-zero lifetime stores it");
         // Inserted first, checked after: a change that lands in between is seen by the check, or removes the entry.
         if self.generations.of(key) != generation {
             l1.remove(key);
@@ -362,11 +381,21 @@ impl Inner {
     /// Puts a write of this process into the L1, unless another change of the key raced it (`generation`, taken
     /// before the write reached the L2, then moved by more than this write): the L1 then drops the key, which is
     /// only ever a miss, whichever write the L2 kept.
-    fn apply_write(&self, key: &str, json: Box<str>, lifetime: Lifetime, l2_reached: bool, generation: u64) {
+    fn apply_write(
+        &self,
+        key: &str,
+        json: Box<str>,
+        lifetime: Lifetime,
+        tagged: Option<Tagged>,
+        l2_reached: bool,
+        generation: u64,
+    ) {
         self.generations.bump(key);
         let Some(l1) = &self.l1 else { return };
         let (fresh, grace) = self.l1_lifetimes(lifetime, l2_reached);
-        if l1.insert(key, json, fresh, grace).is_some() && self.generations.of(key) != generation.wrapping_add(1) {
+        if l1.insert(key, json, fresh, grace, tagged).is_some()
+            && self.generations.of(key) != generation.wrapping_add(1)
+        {
             l1.remove(key);
         }
     }

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::{LoadLease, Outcome, Store};
 use crate::flight::{FlightResult, Joined};
 use crate::key::namespaced;
-use crate::l2::LockAttempt;
+use crate::l2::{LockAttempt, ServerTime};
 use crate::stats::bump;
 
 impl Store {
@@ -29,11 +29,12 @@ impl Store {
         let generation = inner.generations.of(key);
         let Some(l2) = inner.l2.clone() else {
             bump(&inner.stats.early_refreshes);
-            return Outcome::ok(Some(inner.lease(key, Some(flight), None, None, Duration::ZERO, generation)));
+            let started = Some(ServerTime(inner.local_now_us()));
+            return Outcome::ok(Some(inner.lease(key, Some(flight), None, started, Duration::ZERO, generation)));
         };
         let deadline = inner.deadline();
         let full = namespaced(&inner.config.namespace, key);
-        let read = match inner.l2_call(deadline, || l2.get(&full)).await {
+        let read = match inner.l2_get(&l2, &full, deadline).await {
             Ok(read) => read,
             Err(error) => {
                 inner.flights.finish(key, &flight, FlightResult::Abandoned);

@@ -80,6 +80,10 @@ fn lead(step: LoadStep) -> LoadLease {
     }
 }
 
+fn no_tags() -> crate::tags::Tags {
+    Default::default()
+}
+
 /// Fresh for a second, then stale for a minute.
 const GRACEFUL: Lifetime = Lifetime { ttl_ms: 1_000, grace_ms: 60_000 };
 
@@ -99,7 +103,10 @@ async fn without_the_breaker_an_l2_that_never_answers_costs_each_call_one_l2_tim
     assert_eq!(started.elapsed(), L2_TIMEOUT, "one l2Timeout, not one per round trip");
 
     let started = Instant::now();
-    assert_eq!(a.set("k", "1".into(), Lifetime::fresh(TTL_MS)).await.error.unwrap().kind, ErrorKind::L2Timeout);
+    assert_eq!(
+        a.set("k", "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await.error.unwrap().kind,
+        ErrorKind::L2Timeout
+    );
     assert_eq!(started.elapsed(), L2_TIMEOUT);
     let lifetime = l1_lifetime(&a, "k");
     assert!(lifetime <= Duration::from_secs(5), "capped at busDownL1Ttl: {lifetime:?}");
@@ -120,7 +127,7 @@ async fn a_refused_l2_answers_at_once() {
     let started = Instant::now();
     assert_eq!(a.get("k", TTL_MS).await.error.unwrap().kind, ErrorKind::L2Unavailable);
     let LoadStep::Lead(lease) = a.begin_load("k", true, TTL_MS, None).await.value else { panic!("leads") };
-    assert!(!lease.complete("1".into(), Lifetime::fresh(TTL_MS)).await.value, "not stored in the L2");
+    assert!(!lease.complete("1".into(), Lifetime::fresh(TTL_MS), no_tags()).await.value, "not stored in the L2");
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(text(&a, "k").await.as_deref(), Some("1"), "served from the L1");
 }
@@ -129,7 +136,7 @@ async fn a_refused_l2_answers_at_once() {
 async fn a_read_that_raced_a_local_write_does_not_refill_the_l1_with_the_old_value() {
     let (name, server) = server();
     let a = instance(&name, json!({}));
-    a.set("k", "\"old\"".into(), Lifetime::fresh(TTL_MS)).await;
+    a.set("k", "\"old\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     a.run_l1_housekeeping();
     a.inner.l1.as_ref().unwrap().clear();
     let gate = Arc::new(Semaphore::new(0));
@@ -140,7 +147,7 @@ async fn a_read_that_raced_a_local_write_does_not_refill_the_l1_with_the_old_val
     };
     until(|| gate.available_permits() == 0 && server.commands() >= 2).await;
     *server.faults.read_gate.lock().unwrap() = None;
-    a.set("k", "\"new\"".into(), Lifetime::fresh(TTL_MS)).await;
+    a.set("k", "\"new\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     gate.add_permits(1);
     assert_eq!(reader.await.unwrap().as_deref(), Some("\"old\""), "the read answers what it read");
     let cached = a.l1_get("k").map(|e| e.json.to_string());
@@ -152,7 +159,7 @@ async fn a_read_that_raced_a_local_write_does_not_refill_the_l1_with_the_old_val
 async fn a_read_that_raced_a_remote_write_does_not_refill_the_l1_with_the_old_value() {
     let (name, server) = server();
     let (a, b) = two_instances(&name).await;
-    b.set("k", "\"old\"".into(), Lifetime::fresh(TTL_MS)).await;
+    b.set("k", "\"old\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     let gate = Arc::new(Semaphore::new(0));
     *server.faults.read_gate.lock().unwrap() = Some(gate.clone());
     let commands_before = server.commands();
@@ -162,7 +169,7 @@ async fn a_read_that_raced_a_remote_write_does_not_refill_the_l1_with_the_old_va
     };
     until(|| server.commands() > commands_before).await;
     *server.faults.read_gate.lock().unwrap() = None;
-    b.set("k", "\"new\"".into(), Lifetime::fresh(TTL_MS)).await;
+    b.set("k", "\"new\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     until(|| a.stats().bus_received >= 2).await;
     gate.add_permits(1);
     assert_eq!(reader.await.unwrap().as_deref(), Some("\"old\""));
@@ -175,9 +182,9 @@ async fn a_load_that_raced_a_write_on_another_instance_is_returned_but_not_store
     let (name, _server) = server();
     let (a, b) = two_instances(&name).await;
     let lease = lead(a.begin_load("k", true, TTL_MS, None).await.value);
-    b.set("k", "\"new\"".into(), Lifetime::fresh(TTL_MS)).await;
+    b.set("k", "\"new\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     until(|| a.stats().bus_received >= 1).await;
-    assert!(!lease.complete("\"stale\"".into(), Lifetime::fresh(TTL_MS)).await.value);
+    assert!(!lease.complete("\"stale\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await.value);
     assert_eq!(a.stats().loads_discarded, 1);
     assert_eq!(text(&a, "k").await.as_deref(), Some("\"new\""));
     assert_eq!(text(&b, "k").await.as_deref(), Some("\"new\""));
@@ -189,7 +196,7 @@ async fn a_load_slower_than_max_load_time_is_not_stored() {
     let a = instance(&name, json!({ "maxLoadTime": 3, "lockTimeout": 10 }));
     let lease = lead(a.begin_load("k", true, TTL_MS, None).await.value);
     tokio::time::sleep(Duration::from_millis(3_001)).await;
-    assert!(!lease.complete("\"late\"".into(), Lifetime::fresh(TTL_MS)).await.value);
+    assert!(!lease.complete("\"late\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await.value);
     assert_eq!(a.stats().loads_discarded, 1);
 }
 
@@ -207,7 +214,7 @@ async fn a_waiter_gets_the_lock_holders_value_as_soon_as_it_is_stored() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(lease.complete("42".into(), Lifetime::fresh(TTL_MS)).await.value);
+    assert!(lease.complete("42".into(), Lifetime::fresh(TTL_MS), no_tags()).await.value);
     let (waited, hit) = waiter.await.unwrap();
     assert!(hit, "the waiter got the holder's value");
     assert!(waited >= Duration::from_millis(500) && waited < Duration::from_millis(600), "{waited:?}");
@@ -224,7 +231,10 @@ async fn a_lock_holder_that_never_finishes_holds_others_for_lock_timeout_only() 
     let waited = started.elapsed();
     assert!(waited >= LOCK_TIMEOUT && waited <= LOCK_TIMEOUT * 2, "{waited:?}");
     assert_eq!(b.stats().lock_waits, 1);
-    assert!(lease.complete("1".into(), Lifetime::fresh(TTL_MS)).await.value, "the waiter's own load is stored");
+    assert!(
+        lease.complete("1".into(), Lifetime::fresh(TTL_MS), no_tags()).await.value,
+        "the waiter's own load is stored"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -243,7 +253,7 @@ async fn a_removal_whose_bus_message_never_comes_back_is_reported_and_the_loss_f
     let (name, server) = server();
     let a = instance(&name, json!({}));
     bus_up(&[&a]).await;
-    a.set("k", "1".into(), Lifetime::fresh(TTL_MS)).await;
+    a.set("k", "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     server.faults.drop_messages.store(true, Ordering::SeqCst);
     let cut = Instant::now();
     let removed = a.delete(vec!["k".into()]).await;
@@ -253,7 +263,7 @@ async fn a_removal_whose_bus_message_never_comes_back_is_reported_and_the_loss_f
     assert_eq!(a.stats().bus_echo_timeouts, 1);
     until(|| !a.stats().bus_up).await;
     assert!(cut.elapsed() <= Duration::from_millis(BUS_LOSS_DETECTION_MS), "{:?}", cut.elapsed());
-    a.set("k2", "2".into(), Lifetime::fresh(TTL_MS)).await;
+    a.set("k2", "2".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     let lifetime = l1_lifetime(&a, "k2");
     assert!(lifetime <= Duration::from_secs(5), "capped at busDownL1Ttl while the bus is down: {lifetime:?}");
     server.faults.drop_messages.store(false, Ordering::SeqCst);
@@ -267,7 +277,7 @@ async fn a_pattern_invalidation_fences_loads_that_started_before_it() {
     let (a, b) = two_instances(&name).await;
     let lease = lead(a.begin_load("user:1", true, TTL_MS, None).await.value);
     b.invalidate_pattern(&crate::pattern::Pattern::parse("user:*", 64).unwrap(), "user:*").await;
-    assert!(!lease.complete("\"stale\"".into(), Lifetime::fresh(TTL_MS)).await.value);
+    assert!(!lease.complete("\"stale\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await.value);
     assert_eq!(text(&a, "user:1").await, None);
 }
 
@@ -292,7 +302,7 @@ async fn an_l2_that_never_answers_opens_the_breaker_then_calls_skip_it_at_once_u
     let (name, server) = server();
     let a = instance(&name, json!({ "bus": false }));
     let reports = reports_of(&a);
-    a.set("cached", "1".into(), Lifetime::fresh(TTL_MS)).await;
+    a.set("cached", "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     server.faults.hang.store(true, Ordering::SeqCst);
     let started = Instant::now();
     assert_eq!(a.get("k", TTL_MS).await.error.unwrap().kind, ErrorKind::L2Timeout, "the first call finds the outage");
@@ -308,11 +318,11 @@ async fn an_l2_that_never_answers_opens_the_breaker_then_calls_skip_it_at_once_u
     for i in 0..100 {
         let read = a.get(&format!("missing{i}"), TTL_MS).await;
         assert!(read.value.is_none() && read.error.is_none(), "a skipped call reports nothing: {:?}", read.error);
-        assert!(a.set("k", "2".into(), Lifetime::fresh(TTL_MS)).await.error.is_none());
+        assert!(a.set("k", "2".into(), Lifetime::fresh(TTL_MS), no_tags()).await.error.is_none());
         assert!(a.delete(vec!["gone".into()]).await.error.is_none());
         let step = a.begin_load(&format!("load{i}"), true, TTL_MS, None).await.value;
         let LoadStep::Lead(lease) = step else { panic!("leads at once") };
-        lease.complete("3".into(), Lifetime::fresh(TTL_MS)).await;
+        lease.complete("3".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     }
     assert_eq!(started.elapsed(), Duration::ZERO, "no skipped call waits");
     assert_eq!(server.commands(), commands, "the L2 got none of them");
@@ -332,7 +342,7 @@ async fn an_l2_that_never_answers_opens_the_breaker_then_calls_skip_it_at_once_u
     let bound = Duration::from_millis(super::breaker::MAX_PROBE_DELAY_MS) + L2_TIMEOUT;
     assert!(back.elapsed() <= bound, "{:?}", back.elapsed());
     assert_eq!(a.stats().l2_recoveries, 1);
-    a.set("k", "4".into(), Lifetime::fresh(TTL_MS)).await;
+    a.set("k", "4".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     assert!(server.commands() > commands, "calls use the L2 again");
 }
 
@@ -369,7 +379,7 @@ async fn with_the_breaker_off_every_call_waits_for_the_l2() {
 async fn a_call_whose_connection_was_dropped_is_made_again_and_opens_nothing() {
     let (name, server) = server();
     let a = instance(&name, json!({ "bus": false }));
-    a.set("k", "1".into(), Lifetime::fresh(TTL_MS)).await;
+    a.set("k", "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     a.run_l1_housekeeping();
     a.inner.l1.as_ref().unwrap().clear();
     server.faults.drop_next.store(1, Ordering::SeqCst);
@@ -412,7 +422,10 @@ async fn a_timeout_is_no_outage_when_the_l2_answers_a_check_right_after() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(a.stats().l2_state, crate::stats::L2State::Up, "a stall the L2 recovered from opens nothing");
     assert!(reports.0.lock().unwrap().is_empty());
-    assert!(a.set("k", "1".into(), Lifetime::fresh(TTL_MS)).await.error.is_none(), "writes still reach the L2");
+    assert!(
+        a.set("k", "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await.error.is_none(),
+        "writes still reach the L2"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -420,7 +433,7 @@ async fn past_its_ttl_an_entry_with_a_grace_is_a_miss_but_a_failing_load_and_its
     let (name, _server) = server();
     let (a, b) = (instance(&name, json!({ "l1": false })), instance(&name, json!({ "l1": false })));
     bus_up(&[&a, &b]).await;
-    a.set("k", "\"old\"".into(), GRACEFUL).await;
+    a.set("k", "\"old\"".into(), GRACEFUL, no_tags()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(text(&b, "k").await, None, "a stale entry is never a hit");
     let lease = lead(b.begin_load("k", true, TTL_MS, None).await.value);
@@ -445,7 +458,7 @@ async fn a_deleted_or_invalidated_entry_leaves_no_stale_value() {
     let (name, _server) = server();
     let a = instance(&name, json!({ "l1": false }));
     for key in ["deleted", "user:1"] {
-        a.set(key, "1".into(), GRACEFUL).await;
+        a.set(key, "1".into(), GRACEFUL, no_tags()).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     a.delete(vec!["deleted".into()]).await;
@@ -461,7 +474,7 @@ async fn with_a_stale_value_a_wait_for_another_instances_load_ends_at_the_soft_t
     let (name, _server) = server();
     let (a, b) = (instance(&name, json!({ "l1": false })), instance(&name, json!({ "l1": false })));
     bus_up(&[&a, &b]).await;
-    a.set("k", "\"old\"".into(), GRACEFUL).await;
+    a.set("k", "\"old\"".into(), GRACEFUL, no_tags()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let slow = lead(a.begin_load("k", true, TTL_MS, Some(Duration::from_millis(100))).await.value);
     let started = Instant::now();
@@ -474,7 +487,7 @@ async fn with_a_stale_value_a_wait_for_another_instances_load_ends_at_the_soft_t
         panic!("timeout 0: the stale value at once")
     };
     assert_eq!(b.stats().stale_hits, 2);
-    assert!(slow.complete("\"new\"".into(), GRACEFUL).await.value, "the slow load still stores its value");
+    assert!(slow.complete("\"new\"".into(), GRACEFUL, no_tags()).await.value, "the slow load still stores its value");
     assert_eq!(text(&b, "k").await.as_deref(), Some("\"new\""));
 }
 
@@ -483,7 +496,7 @@ async fn with_the_l2_down_a_load_falls_back_on_the_l1s_stale_copy() {
     let (name, server) = server();
     let a = instance(&name, json!({}));
     bus_up(&[&a]).await;
-    a.set("k", "\"old\"".into(), GRACEFUL).await;
+    a.set("k", "\"old\"".into(), GRACEFUL, no_tags()).await;
     // The L1 keeps time by the real clock.
     std::thread::sleep(Duration::from_millis(1_100));
     server.faults.refuse.store(true, Ordering::SeqCst);
@@ -496,7 +509,7 @@ async fn an_early_refresh_runs_once_across_threads_and_instances_and_stops_when_
     let (name, _server) = server();
     let (a, b) = (instance(&name, json!({ "l1": false })), instance(&name, json!({ "l1": false })));
     bus_up(&[&a, &b]).await;
-    a.set("k", "1".into(), Lifetime::fresh(10_000)).await;
+    a.set("k", "1".into(), Lifetime::fresh(10_000), no_tags()).await;
     let threshold = Duration::from_secs(5);
     assert!(a.begin_refresh("k", threshold, TTL_MS).await.value.is_none(), "10 s left of 10: another did it");
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -504,7 +517,7 @@ async fn an_early_refresh_runs_once_across_threads_and_instances_and_stops_when_
     assert!(a.begin_refresh("k", threshold, TTL_MS).await.value.is_none(), "once in the process");
     assert!(b.begin_refresh("k", threshold, TTL_MS).await.value.is_none(), "once across instances");
     assert_eq!(text(&b, "k").await.as_deref(), Some("1"), "the old value is served meanwhile");
-    assert!(lease.complete("2".into(), Lifetime::fresh(10_000)).await.value);
+    assert!(lease.complete("2".into(), Lifetime::fresh(10_000), no_tags()).await.value);
     assert!(b.begin_refresh("k", threshold, TTL_MS).await.value.is_none(), "refreshed already");
     assert_eq!(text(&b, "k").await.as_deref(), Some("2"));
     assert_eq!(a.stats().early_refreshes + b.stats().early_refreshes, 1);
@@ -515,11 +528,11 @@ async fn an_early_refresh_racing_a_write_on_another_instance_does_not_overwrite_
     let (name, _server) = server();
     let (a, b) = (instance(&name, json!({ "l1": false })), instance(&name, json!({ "l1": false })));
     bus_up(&[&a, &b]).await;
-    a.set("k", "1".into(), Lifetime::fresh(10_000)).await;
+    a.set("k", "1".into(), Lifetime::fresh(10_000), no_tags()).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let lease = a.begin_refresh("k", Duration::from_secs(5), TTL_MS).await.value.expect("refresh");
-    b.set("k", "\"written\"".into(), Lifetime::fresh(10_000)).await;
-    assert!(!lease.complete("\"refreshed\"".into(), Lifetime::fresh(10_000)).await.value);
+    b.set("k", "\"written\"".into(), Lifetime::fresh(10_000), no_tags()).await;
+    assert!(!lease.complete("\"refreshed\"".into(), Lifetime::fresh(10_000), no_tags()).await.value);
     assert_eq!(text(&a, "k").await.as_deref(), Some("\"written\""));
 }
 
@@ -527,7 +540,7 @@ async fn an_early_refresh_racing_a_write_on_another_instance_does_not_overwrite_
 async fn without_an_l1_a_waiter_in_the_process_serves_the_stale_value_the_leader_found() {
     let (name, _server) = server();
     let a = instance(&name, json!({ "l1": false }));
-    a.set("k", "\"old\"".into(), GRACEFUL).await;
+    a.set("k", "\"old\"".into(), GRACEFUL, no_tags()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let soft = Some(Duration::from_millis(100));
     let _slow = lead(a.begin_load("k", true, TTL_MS, soft).await.value);
@@ -535,4 +548,74 @@ async fn without_an_l1_a_waiter_in_the_process_serves_the_stale_value_the_leader
     let LoadStep::Stale(json) = a.begin_load("k", true, TTL_MS, soft).await.value else { panic!("stale") };
     assert_eq!((json.as_str(), started.elapsed()), ("\"old\"", Duration::from_millis(100)));
     let LoadStep::Stale(_) = a.begin_load("k", true, TTL_MS, Some(Duration::ZERO)).await.value else { panic!() };
+}
+
+fn tags(list: &[&str]) -> crate::tags::Tags {
+    crate::tags::checked_tags(list.iter().map(|t| t.to_string()).collect()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidating_a_tag_turns_every_entry_written_before_into_a_miss_on_every_instance() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    let other_namespace = instance(&name, json!({ "namespace": "other" }));
+    for key in ["svc:1", "svc:2"] {
+        a.set(key, "1".into(), Lifetime::fresh(TTL_MS), tags(&["services"])).await;
+    }
+    a.set("untagged", "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
+    other_namespace.set("svc:1", "1".into(), Lifetime::fresh(TTL_MS), tags(&["services"])).await;
+    assert_eq!(text(&b, "svc:1").await.as_deref(), Some("1"), "b holds it in its L1 now");
+    let invalidated = a.invalidate_tags(tags(&["services"]), false).await;
+    assert!(invalidated.error.is_none(), "{:?}", invalidated.error);
+    for store in [&a, &b] {
+        assert_eq!(text(store, "svc:1").await, None, "gone from both tiers, on both instances");
+        assert_eq!(text(store, "svc:2").await, None);
+        assert_eq!(text(store, "untagged").await.as_deref(), Some("1"));
+    }
+    assert_eq!(text(&other_namespace, "svc:1").await.as_deref(), Some("1"), "tags are per namespace");
+    // The paused clock stands still, and a write in the invalidation's own tick counts as written before it.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    b.set("svc:1", "2".into(), Lifetime::fresh(TTL_MS), tags(&["services"])).await;
+    assert_eq!(text(&a, "svc:1").await.as_deref(), Some("2"), "written after the invalidation: live");
+    assert_eq!(a.stats().tag_invalidations, 1);
+    let expiration = a.tag_expiration_ms(tags(&["services", "never"])).await.value;
+    assert!(expiration > 0);
+    assert_eq!(b.tag_expiration_ms(tags(&["never"])).await.value, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_started_before_a_tag_invalidation_is_returned_but_not_stored() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    let lease = lead(a.begin_load("k", true, TTL_MS, None).await.value);
+    b.invalidate_tags(tags(&["t"]), false).await;
+    assert!(!lease.complete("\"read before\"".into(), Lifetime::fresh(TTL_MS), tags(&["t"])).await.value);
+    assert_eq!(text(&a, "k").await, None);
+    assert_eq!(text(&b, "k").await, None);
+
+    let memory_only = Store::open(crate::options::parse(&json!({}), None).unwrap().store, |_| unreachable!()).unwrap();
+    let lease = lead(memory_only.begin_load("k", true, TTL_MS, None).await.value);
+    memory_only.invalidate_tags(tags(&["t"]), false).await;
+    lease.complete("\"read before\"".into(), Lifetime::fresh(TTL_MS), tags(&["t"])).await;
+    assert_eq!(text(&memory_only, "k").await, None, "memory only too");
+    memory_only.set("k", "1".into(), Lifetime::fresh(TTL_MS), tags(&["t"])).await;
+    assert_eq!(text(&memory_only, "k").await.as_deref(), Some("1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_soft_invalidation_leaves_the_entry_stale_for_a_failing_load() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    a.set("k", "\"old\"".into(), Lifetime { ttl_ms: TTL_MS, grace_ms: 60_000 }, tags(&["t"])).await;
+    assert_eq!(text(&b, "k").await.as_deref(), Some("\"old\""));
+    a.invalidate_tags(tags(&["t"]), true).await;
+    for store in [&a, &b] {
+        assert_eq!(text(store, "k").await, None, "a miss for get");
+        let lease = lead(store.begin_load("k", true, TTL_MS, None).await.value);
+        assert_eq!(stale_text(&lease).as_deref(), Some("\"old\""), "but stale for getOrSet");
+        lease.fail("down".into()).await;
+    }
+    a.invalidate_tags(tags(&["t"]), false).await;
+    let lease = lead(b.begin_load("k", true, TTL_MS, None).await.value);
+    assert_eq!(stale_text(&lease), None, "a hard invalidation leaves nothing");
 }

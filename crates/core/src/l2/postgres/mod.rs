@@ -16,10 +16,13 @@
 //! write takes shared, so no load can slip its row in behind the `DELETE`. The expiry sweep keeps rows for the fence
 //! window after both their expiry and their last write.
 //!
-//! Grace: the first write with a grace adds one nullable column, `"staleUntil" TIMESTAMP(3)`, the end of the row's
-//! grace (`NULL` without one); a table never written with a grace keeps exactly the Prisma shape. `"expiresAt"` stays
-//! the end of freshness, so a reader of the Prisma model never sees a stale row as live. Rows are kept until
-//! `coalesce("staleUntil", "expiresAt")`; instances find the column when they start and at each sweep.
+//! Grace and tags: the first write with a grace or tags (or the first `invalidateTags`) extends the table with two
+//! nullable columns, `"staleUntil" TIMESTAMP(3)` (the end of the row's grace) and `"tags" TEXT[]`, and creates the
+//! tag table `<table>_tags` ("namespace", "tag", "hardAt", "softAt", "expiresAt"; key ("namespace", "tag")), one
+//! row per invalidated tag. A table never used so keeps exactly the Prisma shape. `"expiresAt"` stays the end of
+//! freshness, so a reader of the Prisma model never sees a stale row as live. Rows are kept until
+//! `coalesce("staleUntil", "expiresAt")`. Instances find the extension when they start, and look for it every
+//! [`crate::l2::EXTENSION_WATCH_MS`] until they see it (see [`PostgresL2::newly_extended`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,10 +39,11 @@ pub use lock::AdvisoryLock;
 use lock::LockSession;
 use sql::{literal, Statements};
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Write};
+use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write, TAG_RECORD_RETENTION_MS};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 use crate::rules;
+use crate::tags::TagTime;
 
 /// The `LISTEN`/`NOTIFY` channel of the invalidation bus.
 pub const BUS_CHANNEL: &str = "tiered_cache";
@@ -54,9 +58,10 @@ const ADVISORY_CLASS_DDL: i32 = 0x7443_0003;
 const ADVISORY_CLASS_INVALIDATION: i32 = 0x7443_0004;
 const NOW_UTC: &str = "(now() AT TIME ZONE 'UTC')";
 const NOW_US: &str = "(extract(epoch FROM now()) * 1000000)::int8";
-/// Whether the table ($1, quoted and maybe qualified) exists, and whether it has the `staleUntil` column.
-const STALE_COLUMN_LOOKUP: &str = r#"SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
-    WHERE attrelid = to_regclass($1) AND attname = 'staleUntil' AND NOT attisdropped)"#;
+/// Whether the table ($1, quoted and maybe qualified) exists, and whether it is extended (its `tags` column, added
+/// last, exists).
+const EXTENSION_LOOKUP: &str = r#"SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
+    WHERE attrelid = to_regclass($1) AND attname = 'tags' AND NOT attisdropped)"#;
 /// The namespace's marker row of its latest `invalidatePattern` or `clear`; `#` is in no namespace.
 const INVALIDATION_PREFIX: &str = "#inval:";
 
@@ -103,8 +108,8 @@ pub struct PostgresL2 {
     connect_options: PgConnectOptions,
     sql: Statements,
     table_ready: AtomicBool,
-    /// Whether the table has the `staleUntil` column of entries written with a grace.
-    stale_column: AtomicBool,
+    /// Whether the table has the columns of grace and tags, and its tag table exists.
+    extended: AtomicBool,
     table_check: tokio::sync::Mutex<()>,
     locks: Arc<LockSession>,
     fence_window_ms: u64,
@@ -138,7 +143,7 @@ impl PostgresL2 {
             connect_options,
             sql: Statements::new(config),
             table_ready: AtomicBool::new(false),
-            stale_column: AtomicBool::new(false),
+            extended: AtomicBool::new(false),
             table_check: Default::default(),
             fence_window_ms: fence_window.as_millis().max(1) as u64,
             redactor,
@@ -185,12 +190,12 @@ impl PostgresL2 {
 
     async fn create_table_if_absent(&self) -> Result<()> {
         let mut conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
-        let (exists, stale_column): (bool, bool) = sqlx::query_as(STALE_COLUMN_LOOKUP)
+        let (exists, extended): (bool, bool) = sqlx::query_as(EXTENSION_LOOKUP)
             .bind(&self.sql.table_name)
             .fetch_one(conn.as_mut())
             .await
             .map_err(|e| self.error("table lookup", e))?;
-        self.stale_column.store(stale_column, Ordering::Release);
+        self.extended.store(extended, Ordering::Release);
         if exists {
             return Ok(());
         }
@@ -214,70 +219,115 @@ impl PostgresL2 {
         Ok(())
     }
 
-    /// Adds the `staleUntil` column, once per process, before the first write with a grace.
-    async fn ensure_stale_column(&self) -> Result<()> {
-        if self.stale_column.load(Ordering::Acquire) {
+    /// Whether this store knows the table extended for grace and tags.
+    pub fn is_extended(&self) -> bool {
+        self.extended.load(Ordering::Acquire)
+    }
+
+    /// Whether another instance extended the table since this one last looked; `false` once this one knows.
+    pub async fn newly_extended(&self) -> Result<bool> {
+        if self.extended.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let (_, extended): (bool, bool) = sqlx::query_as(EXTENSION_LOOKUP)
+            .bind(&self.sql.table_name)
+            .fetch_one(&self.pool())
+            .await
+            .map_err(|e| self.error("table lookup", e))?;
+        Ok(extended && !self.extended.swap(true, Ordering::AcqRel))
+    }
+
+    /// Extends the table for grace and tags, once per process, before the first write or call that needs it.
+    async fn ensure_extended(&self) -> Result<()> {
+        self.ensure_table().await?;
+        if self.extended.load(Ordering::Acquire) {
             return Ok(());
         }
         let script = format!(
             "BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_CLASS_DDL}, hashtext({})); {}; COMMIT;",
             literal(&self.sql.table_name),
-            self.sql.add_stale_column
+            self.sql.extend.join("; ")
         );
         let mut conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
         if let Err(e) = conn.execute(script.as_str()).await {
             let _ = conn.close().await;
-            return Err(self.error("adding column staleUntil", e));
+            return Err(self.error("extending the table for grace and tags", e));
         }
-        self.stale_column.store(true, Ordering::Release);
+        self.extended.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// The row of `key` if live (or stale, within its grace), its remaining life and the time of the read by the
-    /// database clock; creates the table first if needed.
+    /// The row of `key` if live (or stale, within its grace), its remaining life, its tags and their records, and the
+    /// time of the read by the database clock; creates the table first if needed.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
         self.ensure_table().await?;
-        let statement = &self.sql.get[self.stale_column.load(Ordering::Acquire) as usize];
-        let row = sqlx::query(statement).bind(key).fetch_one(&self.pool()).await.map_err(|e| self.error("get", e))?;
-        let mut read = L2Read { at: ServerTime(row.get::<i64, _>(0).max(0) as u64), hit: None, stale: None };
-        if let Some(json) = row.get::<Option<String>, _>(1) {
-            let remaining_ms: f64 = row.get(2);
-            let kept_ms = row.get::<Option<f64>, _>(3).unwrap_or(0.0).max(0.0);
-            if remaining_ms > 0.0 {
-                let grace_ms = (kept_ms - remaining_ms).max(0.0) as u64;
-                read.hit = Some(L2Hit { json, remaining_ms: Some(remaining_ms as u64), grace_ms });
-            } else {
-                read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: kept_ms as u64 });
+        let extended = self.extended.load(Ordering::Acquire);
+        let mut query = sqlx::query(&self.sql.get[extended as usize]).bind(key);
+        if extended {
+            query = query.bind(key.split_once(':').map_or("", |(namespace, _)| namespace));
+        }
+        let row = query.fetch_one(&self.pool()).await.map_err(|e| self.error("get", e))?;
+        let mut read = L2Read {
+            at: ServerTime(row.get::<i64, _>(0).max(0) as u64),
+            hit: None,
+            stale: None,
+            tag_times: Vec::new(),
+        };
+        let Some(json) = row.get::<Option<String>, _>(1) else {
+            return Ok(read);
+        };
+        let tagged = match row.get::<Option<Vec<String>>, _>(5) {
+            Some(tags) if !tags.is_empty() => {
+                let records: Vec<(String, u64, u64)> = row
+                    .get::<Option<String>, _>(6)
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default();
+                read.tag_times = records
+                    .into_iter()
+                    .map(|(tag, hard_us, soft_us)| (tag.into_boxed_str(), TagTime { hard_us, soft_us }))
+                    .collect();
+                let written_us = row.get::<Option<i64>, _>(4).unwrap_or(0).max(0) as u64;
+                Some(Tagged { tags: tags.into_iter().map(String::into_boxed_str).collect(), written_us })
             }
+            _ => None,
+        };
+        let remaining_ms: f64 = row.get(2);
+        let kept_ms = row.get::<Option<f64>, _>(3).unwrap_or(0.0).max(0.0);
+        if remaining_ms > 0.0 {
+            let grace_ms = (kept_ms - remaining_ms).max(0.0) as u64;
+            read.hit = Some(L2Hit { json, remaining_ms: Some(remaining_ms as u64), grace_ms, tagged });
+        } else {
+            read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: kept_ms as u64, tagged });
         }
         Ok(read)
     }
 
-    /// Upserts the row of `key`, fresh for the TTL and kept for the grace, unless the write's condition refuses it;
-    /// its bus message is notified in the same statement, so it goes out exactly when the write commits. A fenced
-    /// write runs in a transaction that first takes the namespace's invalidation lock shared.
-    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<bool> {
+    /// Upserts the row of `key`, fresh for the TTL and kept for the grace, with its tags, unless the write's condition
+    /// refuses it; its bus message is notified in the same statement, so it goes out exactly when the write commits.
+    /// A fenced write runs in a transaction that first takes the namespace's invalidation lock shared. Returns the
+    /// write's time (its `updatedAt`).
+    pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<Option<ServerTime>> {
         self.ensure_table().await?;
-        if write.lifetime.grace_ms > 0 {
-            self.ensure_stale_column().await?;
+        if write.lifetime.grace_ms > 0 || !write.tags.is_empty() {
+            self.ensure_extended().await?;
         }
-        let stale_column = self.stale_column.load(Ordering::Acquire);
-        let statements = &self.sql.set[stale_column as usize];
+        let extended = self.extended.load(Ordering::Acquire);
+        let statements = &self.sql.set[extended as usize];
         let bus_message = write.bus_message;
         let fail = |e| self.error("set", e);
-        let mut query =
-            sqlx::query(&statements[write.condition.since().is_some() as usize][bus_message.is_some() as usize])
-                .bind(key)
-                .bind(json)
-                .bind(write.lifetime.ttl_ms as i64);
-        if stale_column {
-            query = query.bind(write.lifetime.grace_ms as i64);
+        let statement = &statements[write.condition.since().is_some() as usize][bus_message.is_some() as usize];
+        let mut query = sqlx::query(statement).bind(key).bind(json).bind(write.lifetime.ttl_ms as i64);
+        if extended {
+            let tags: Option<Vec<&str>> = (!write.tags.is_empty()).then(|| write.tags.iter().map(|t| &**t).collect());
+            query = query.bind(write.lifetime.grace_ms as i64).bind(tags);
         }
+        let written_at =
+            |rows: Vec<sqlx::postgres::PgRow>| rows.first().map(|row| ServerTime(row.get::<i64, _>(0).max(0) as u64));
         let Some(since) = write.condition.since() else {
             if let Some(message) = bus_message {
                 query = query.bind(BUS_CHANNEL).bind(message);
             }
-            return Ok(!query.fetch_all(&self.pool()).await.map_err(fail)?.is_empty());
+            return Ok(written_at(query.fetch_all(&self.pool()).await.map_err(fail)?));
         };
         let mut tx = self.invalidation_locked(namespace, Lock::Shared).await.map_err(fail)?;
         let mut query = query
@@ -285,12 +335,45 @@ impl PostgresL2 {
             .bind((self.fence_window_ms * 1000) as i64)
             .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
             .bind((since.0 / 1000) as i64);
+        if extended {
+            query = query.bind(namespace);
+        }
         if let Some(message) = bus_message {
             query = query.bind(BUS_CHANNEL).bind(message);
         }
-        let written = !query.fetch_all(&mut *tx).await.map_err(fail)?.is_empty();
+        let written = written_at(query.fetch_all(&mut *tx).await.map_err(fail)?);
         tx.commit().await.map_err(fail)?;
         Ok(written)
+    }
+
+    /// Records an invalidation of `tags` now, in one statement; returns its time, to the millisecond as stored.
+    pub async fn invalidate_tags(&self, namespace: &str, tags: &[Box<str>], soft: bool) -> Result<ServerTime> {
+        self.ensure_extended().await?;
+        let tags: Vec<&str> = tags.iter().map(|t| &**t).collect();
+        let (at, _): (i64, i64) = sqlx::query_as(&self.sql.invalidate_tags[soft as usize])
+            .bind(namespace)
+            .bind(tags)
+            .bind(TAG_RECORD_RETENTION_MS as i64)
+            .fetch_one(&self.pool())
+            .await
+            .map_err(|e| self.error("invalidateTags", e))?;
+        Ok(ServerTime(at.max(0) as u64))
+    }
+
+    /// The invalidation records of `tags`, in their order.
+    pub async fn tag_times(&self, namespace: &str, tags: &[Box<str>]) -> Result<Vec<TagTime>> {
+        self.ensure_extended().await?;
+        let names: Vec<&str> = tags.iter().map(|t| &**t).collect();
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&self.sql.tag_times)
+            .bind(namespace)
+            .bind(names)
+            .fetch_all(&self.pool())
+            .await
+            .map_err(|e| self.error("getTagExpiration", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(hard, soft)| TagTime { hard_us: hard.max(0) as u64, soft_us: soft.max(0) as u64 })
+            .collect())
     }
 
     /// Turns the rows of `keys` into tombstones (and notifies `bus_message`) in one statement; returns how many were
@@ -301,19 +384,13 @@ impl PostgresL2 {
         let mut keys = keys.to_vec();
         keys.sort_unstable();
         keys.dedup();
-        let statements = &self.sql.delete[self.stale_column.load(Ordering::Acquire) as usize];
+        let statements = &self.sql.delete[self.extended.load(Ordering::Acquire) as usize];
         let mut query = sqlx::query(&statements[bus_message.is_some() as usize]).bind(keys);
         if let Some(message) = bus_message {
             query = query.bind(BUS_CHANNEL).bind(message);
         }
         let row = query.fetch_one(&self.pool()).await.map_err(|e| self.error("delete", e))?;
         Ok(row.get::<i64, _>(0) as u64)
-    }
-
-    /// Whether a live row of `key` exists.
-    pub async fn has(&self, key: &str) -> Result<bool> {
-        self.ensure_table().await?;
-        sqlx::query_scalar(&self.sql.has).bind(key).fetch_one(&self.pool()).await.map_err(|e| self.error("has", e))
     }
 
     /// Stamps the namespace's marker row and deletes its rows whose key is `LIKE` the pattern, in one transaction
@@ -375,16 +452,14 @@ impl PostgresL2 {
     /// another instance is sweeping; returns how many went.
     pub async fn sweep_expired(&self) -> Result<u64> {
         self.ensure_table().await?;
-        // Another instance may have added `staleUntil` since: rows in their grace must outlive this sweep.
-        let (_, stale_column): (bool, bool) = sqlx::query_as(STALE_COLUMN_LOOKUP)
-            .bind(&self.sql.table_name)
-            .fetch_one(&self.pool())
-            .await
-            .map_err(|e| self.error("expiry sweep", e))?;
-        if stale_column {
-            self.stale_column.store(true, Ordering::Release);
+        let extended = self.extended.load(Ordering::Acquire);
+        if extended {
+            sqlx::query(&self.sql.cleanup_tags)
+                .execute(&self.pool())
+                .await
+                .map_err(|e| self.error("expiry sweep of tags", e))?;
         }
-        let cleanup = &self.sql.cleanup[self.stale_column.load(Ordering::Acquire) as usize];
+        let cleanup = &self.sql.cleanup[extended as usize];
         let mut total = 0;
         for _ in 0..CLEANUP_MAX_BATCHES {
             let (locked, deleted): (bool, i64) = sqlx::query_as(cleanup)

@@ -2,28 +2,34 @@
 
 use super::{PostgresConfig, ADVISORY_CLASS_CLEANUP, NOW_US, NOW_UTC};
 
-/// SQL text built once from the table name; sqlx prepares each statement once per connection.
+/// SQL text built once from the table name; sqlx prepares each statement once per connection. "Extended" means the
+/// table has the columns of grace and tags (`staleUntil`, `tags`) and its tag table exists.
 pub(super) struct Statements {
     pub(super) table_name: String,
-    /// Indexed by [the table has `staleUntil`].
+    /// Indexed by [extended].
     pub(super) get: [String; 2],
-    /// Indexed by [the table has `staleUntil`][conditional][notifies].
+    /// Indexed by [extended][conditional][notifies].
     pub(super) set: [[[String; 2]; 2]; 2],
-    /// Indexed by [the table has `staleUntil`][notifies].
+    /// Indexed by [extended][notifies].
     pub(super) delete: [[String; 2]; 2],
-    pub(super) has: String,
     pub(super) mark_and_delete_like: String,
-    /// Indexed by [the table has `staleUntil`].
+    /// Indexed by [extended].
     pub(super) cleanup: [String; 2],
+    pub(super) cleanup_tags: String,
     pub(super) create: [String; 3],
-    pub(super) add_stale_column: String,
+    /// Adds `staleUntil`, the tag table and, last (it marks the extension as done), `tags`.
+    pub(super) extend: [String; 4],
+    /// Indexed by [soft].
+    pub(super) invalidate_tags: [String; 2],
+    pub(super) tag_times: String,
 }
 
 impl Statements {
     pub(super) fn new(config: &PostgresConfig) -> Self {
         let table = qualified(config.schema.as_deref(), &config.table);
-        // A tombstone also ends any grace: its row must not outlive the fence window because of one.
-        let tombstones = ["", r#", "staleUntil" = NULL"#].map(|end_grace| {
+        let tags_table = qualified(config.schema.as_deref(), &format!("{}_tags", config.table));
+        // A tombstone also ends any grace and tags: its row must not outlive the fence window because of one.
+        let tombstones = ["", r#", "staleUntil" = NULL, "tags" = NULL"#].map(|end_extension| {
             format!(
                 r#"WITH old AS (SELECT count(*) AS live FROM {table} WHERE "key" = ANY($1) AND "expiresAt" > {NOW_UTC}),
                         up AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
@@ -31,30 +37,38 @@ impl Statements {
                                FROM unnest($1::text[]) AS k
                                ON CONFLICT ("key") DO UPDATE SET "value" = 'null'::jsonb,
                                  "expiresAt" = EXCLUDED."expiresAt",
-                                 "updatedAt" = EXCLUDED."updatedAt"{end_grace}
+                                 "updatedAt" = EXCLUDED."updatedAt"{end_extension}
                                RETURNING 1)
                    SELECT (SELECT live FROM old), (SELECT count(*) FROM up)"#
             )
         });
         let unlogged = if config.unlogged { "UNLOGGED " } else { "" };
+        let tag_time = |column: &str| format!(r#"coalesce((extract(epoch FROM t."{column}") * 1000000)::int8, 0)"#);
+        let (hard, soft) = (tag_time("hardAt"), tag_time("softAt"));
         Statements {
             table_name: table.clone(),
-            // Without `staleUntil` the stale remainder reads 0: nothing is kept past the TTL.
             get: [
-                get(&table, r#"0::float8"#, r#""expiresAt" > {NOW_UTC}"#),
+                // Without the extension nothing is kept past the TTL and nothing is tagged.
+                get(&table, "0::float8", "NULL::text[]", "NULL::text", &format!(r#""expiresAt" > {NOW_UTC}"#)),
                 get(
                     &table,
-                    r#"(EXTRACT(EPOCH FROM ("staleUntil" - {NOW_UTC})) * 1000)::float8"#,
+                    &format!(r#"(EXTRACT(EPOCH FROM ("staleUntil" - {NOW_UTC})) * 1000)::float8"#),
+                    r#"c."tags""#,
+                    &format!(
+                        r#"(SELECT json_agg(json_build_array(t."tag", {hard}, {soft}))::text FROM {tags_table} AS t
+                             WHERE t."namespace" = $2 AND t."tag" = ANY(c."tags"))"#
+                    ),
                     // A tombstone or marker (`expiresAt` = `updatedAt`) is never stale, whatever `staleUntil` holds.
-                    r#"("expiresAt" > {NOW_UTC} OR ("staleUntil" > {NOW_UTC} AND "expiresAt" > "updatedAt"))"#,
+                    &format!(
+                        r#"("expiresAt" > {NOW_UTC} OR ("staleUntil" > {NOW_UTC} AND "expiresAt" > "updatedAt"))"#
+                    ),
                 ),
             ],
-            set: [writes(&table, false), writes(&table, true)],
+            set: [writes(&table, None), writes(&table, Some(&tags_table))],
             delete: tombstones.map(|tombstones| {
                 let notifying = format!("{tombstones}, pg_notify($2, $3)");
                 [tombstones, notifying]
             }),
-            has: format!(r#"SELECT EXISTS (SELECT 1 FROM {table} WHERE "key" = $1 AND "expiresAt" > {NOW_UTC})"#),
             // E'\\' is one backslash whatever `standard_conforming_strings` says.
             mark_and_delete_like: format!(
                 r#"WITH m AS (INSERT INTO {table} ("id", "key", "value", "expiresAt", "updatedAt")
@@ -77,7 +91,36 @@ impl Statements {
                        SELECT (SELECT ok FROM l), (SELECT count(*) FROM d)"#
                 )
             }),
-            add_stale_column: format!(r#"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "staleUntil" TIMESTAMP(3)"#),
+            cleanup_tags: format!(r#"DELETE FROM {tags_table} WHERE "expiresAt" <= {NOW_UTC}"#),
+            extend: [
+                format!(r#"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "staleUntil" TIMESTAMP(3)"#),
+                format!(
+                    r#"CREATE TABLE IF NOT EXISTS {tags_table} ("namespace" TEXT NOT NULL, "tag" TEXT NOT NULL,
+                       "hardAt" TIMESTAMP(3), "softAt" TIMESTAMP(3), "expiresAt" TIMESTAMP(3) NOT NULL,
+                       PRIMARY KEY ("namespace", "tag"))"#
+                ),
+                format!(
+                    r#"CREATE INDEX IF NOT EXISTS {name} ON {tags_table}("expiresAt")"#,
+                    name = quote(&format!("{}_tags_expiresAt_idx", config.table)),
+                ),
+                format!(r#"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "tags" TEXT[]"#),
+            ],
+            // The time returned is the one stored: both round `now()` to the millisecond alike.
+            invalidate_tags: ["hardAt", "softAt"].map(|column| {
+                format!(
+                    r#"WITH up AS (INSERT INTO {tags_table} ("namespace", "tag", "{column}", "expiresAt")
+                                   SELECT $1, t, {NOW_UTC}, {NOW_UTC} + $3::bigint * interval '1 millisecond'
+                                   FROM unnest($2::text[]) AS t
+                                   ON CONFLICT ("namespace", "tag") DO UPDATE
+                                   SET "{column}" = EXCLUDED."{column}", "expiresAt" = EXCLUDED."expiresAt"
+                                   RETURNING 1)
+                       SELECT (extract(epoch FROM {NOW_UTC}::timestamp(3)) * 1000000)::int8, (SELECT count(*) FROM up)"#
+                )
+            }),
+            tag_times: format!(
+                r#"SELECT {hard}, {soft} FROM unnest($2::text[]) WITH ORDINALITY AS u(tag, i)
+                   LEFT JOIN {tags_table} AS t ON t."namespace" = $1 AND t."tag" = u.tag ORDER BY u.i"#
+            ),
             create: [
                 format!(
                     r#"CREATE {unlogged}TABLE IF NOT EXISTS {table} ("id" TEXT NOT NULL, "key" TEXT NOT NULL,
@@ -99,61 +142,73 @@ impl Statements {
     }
 }
 
-/// The read of one key: the server time, the value, the ms of freshness left (negative once stale) and the ms of
-/// grace left, from the row that `filter` keeps.
-fn get(table: &str, stale_remaining: &str, filter: &str) -> String {
-    let filter = filter.replace("{NOW_UTC}", NOW_UTC);
-    let stale_remaining = stale_remaining.replace("{NOW_UTC}", NOW_UTC);
+/// The read of one key ($1; $2 its namespace when extended): the server time, the value, the ms of freshness left
+/// (negative once stale), the ms of grace left, when it was written (µs), its tags and the records of its tags (a
+/// JSON array of `[tag, hard µs, soft µs]`), from the row that `filter` keeps.
+fn get(table: &str, stale_remaining: &str, tags: &str, tag_times: &str, filter: &str) -> String {
     format!(
-        r#"SELECT {NOW_US}, e."value"::text, e.remaining, e.stale_remaining FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-             SELECT "value", (EXTRACT(EPOCH FROM ("expiresAt" - {NOW_UTC})) * 1000)::float8 AS remaining,
-                    {stale_remaining} AS stale_remaining
-             FROM {table} WHERE "key" = $1 AND {filter}) AS e ON true"#
+        r#"SELECT {NOW_US}, e."value"::text, e.remaining, e.stale_remaining, e.written_us, e.tags, e.tag_times
+           FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+             SELECT c."value", (EXTRACT(EPOCH FROM ("expiresAt" - {NOW_UTC})) * 1000)::float8 AS remaining,
+                    {stale_remaining} AS stale_remaining,
+                    (extract(epoch FROM c."updatedAt") * 1000000)::int8 AS written_us,
+                    {tags} AS tags, {tag_times} AS tag_times
+             FROM {table} AS c WHERE c."key" = $1 AND {filter}) AS e ON true"#
     )
 }
 
-/// The writes, indexed by [conditional][notifies]. Parameters: $1 key, $2 JSON, $3 TTL ms, then $4 grace ms when
-/// the table has `staleUntil`; a fenced write then takes the load's start (µs), the fence window (µs), the
-/// namespace marker's key and the load's start (ms, rounded down: `updatedAt` keeps milliseconds, rounded, so a
-/// change in the same millisecond refuses); a notifying one ends with the channel and the payload.
-fn writes(table: &str, stale_column: bool) -> [[String; 2]; 2] {
+/// The writes, indexed by [conditional][notifies], each returning the write's time (µs, from `updatedAt`).
+/// Parameters: $1 key, $2 JSON, $3 TTL ms; when extended (`tags_table`), $4 grace ms and $5 tags (or `NULL`). A
+/// fenced write then takes the load's start (µs), the fence window (µs), the namespace marker's key and the load's
+/// start (ms, rounded down: `updatedAt` keeps milliseconds, rounded, so a change in the same millisecond refuses),
+/// and when extended the namespace, to refuse a write whose tags were invalidated since; a notifying one ends with
+/// the channel and the payload.
+fn writes(table: &str, tags_table: Option<&str>) -> [[String; 2]; 2] {
     let expires = format!("{NOW_UTC} + $3::bigint * interval '1 millisecond'");
-    let (stale_col, stale_value, stale_update, first_fence) = if stale_column {
-        (
-            r#", "staleUntil""#,
+    let first_fence = if tags_table.is_some() { 6 } else { 4 };
+    let [since_us, window_us, marker, since_ms, namespace] = [0, 1, 2, 3, 4].map(|i| format!("${}", first_fence + i));
+    let (extra_cols, extra_values, extra_update, tag_fence, fence_params) = match tags_table {
+        Some(tags_table) => (
+            r#", "staleUntil", "tags""#,
             format!(
-                ", CASE WHEN $4::bigint > 0 THEN {NOW_UTC} + ($3::bigint + $4::bigint) * interval '1 millisecond' END"
+                ", CASE WHEN $4::bigint > 0 THEN {NOW_UTC} + ($3::bigint + $4::bigint) * interval '1 millisecond' END, \
+                 $5::text[]"
             ),
-            r#", "staleUntil" = EXCLUDED."staleUntil""#,
+            r#", "staleUntil" = EXCLUDED."staleUntil", "tags" = EXCLUDED."tags""#,
+            format!(
+                r#" AND NOT EXISTS (SELECT 1 FROM {tags_table} AS t WHERE t."namespace" = {namespace}
+                     AND t."tag" = ANY($5::text[])
+                     AND extract(epoch FROM greatest(t."hardAt", t."softAt")) * 1000 >= {since_ms}::int8)"#
+            ),
             5,
-        )
-    } else {
-        ("", String::new(), "", 4)
+        ),
+        None => ("", String::new(), "", String::new(), 4),
     };
     let update = format!(
-        r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt"{stale_update}"#
+        r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt"{extra_update}"#
     );
+    let returning = r#"RETURNING (extract(epoch FROM "updatedAt") * 1000000)::int8 AS at"#;
     let upsert = format!(
-        r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt"{stale_col})
-           VALUES (gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC}{stale_value})
-           ON CONFLICT ("key") DO UPDATE {update} RETURNING 1"#
+        r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt"{extra_cols})
+           VALUES (gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC}{extra_values})
+           ON CONFLICT ("key") DO UPDATE {update} {returning}"#
     );
-    let [since_us, window_us, marker, since_ms] = [0, 1, 2, 3].map(|i| format!("${}", first_fence + i));
     let fenced = format!(
-        r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt"{stale_col})
-           SELECT gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC}{stale_value}
+        r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt"{extra_cols})
+           SELECT gen_random_uuid()::text, $1, $2::jsonb, {expires}, {NOW_UTC}{extra_values}
            WHERE {NOW_US} - {since_us}::int8 <= {window_us}::int8 AND NOT EXISTS (
              SELECT 1 FROM {table} WHERE "key" = {marker} AND extract(epoch FROM "updatedAt") * 1000 >= {since_ms}::int8)
+             {tag_fence}
            ON CONFLICT ("key") DO UPDATE {update} WHERE extract(epoch FROM e."updatedAt") * 1000 < {since_ms}::int8
-           RETURNING 1"#
+           {returning}"#
     );
     let with_notify = |write: &str, channel: usize| {
         [
-            format!("WITH up AS ({write}) SELECT 1 FROM up"),
-            format!("WITH up AS ({write}) SELECT pg_notify(${channel}, ${}) FROM up", channel + 1),
+            format!("WITH up AS ({write}) SELECT at FROM up"),
+            format!("WITH up AS ({write}) SELECT at, pg_notify(${channel}, ${}) FROM up", channel + 1),
         ]
     };
-    [with_notify(&upsert, first_fence), with_notify(&fenced, first_fence + 4)]
+    [with_notify(&upsert, first_fence), with_notify(&fenced, first_fence + fence_params)]
 }
 
 /// A string literal: any text is safe inside, whatever `standard_conforming_strings` says (an `E''` string, with
@@ -189,11 +244,12 @@ mod tests {
     fn statements_use_the_configured_table() {
         let sql = Statements::new(&PostgresConfig { table: "my_cache".into(), ..Default::default() });
         assert!(sql.get[0].contains("FROM \"my_cache\""));
+        assert!(sql.get[1].contains("FROM \"my_cache_tags\""));
         assert!(sql.create[1].contains("\"my_cache_key_key\""));
         assert!(sql.set[0][0][1].contains("pg_notify($4, $5)"));
         assert!(sql.set[0][1][1].contains("pg_notify($8, $9)"));
-        assert!(sql.set[1][0][1].contains("pg_notify($5, $6)"));
-        assert!(sql.set[1][1][1].contains("pg_notify($9, $10)"));
+        assert!(sql.set[1][0][1].contains("pg_notify($6, $7)"));
+        assert!(sql.set[1][1][1].contains("pg_notify($11, $12)") && sql.set[1][1][1].contains("\"namespace\" = $10"));
         assert!(!sql.set[0][1][0].contains("staleUntil") && sql.set[1][1][0].contains("staleUntil"));
     }
 }
