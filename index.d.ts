@@ -267,8 +267,9 @@ export interface SetOptions {
    * (stale-if-error, stale-while-revalidate), counted in `stats().staleHits`. A `delete`, `invalidatePattern` or
    * `clear` removes stale entries too. The L1 keeps a stale copy only of what the L2 and the bus vouched for: an
    * entry written while the L2 or the bus was down gets no grace in the L1. On Postgres the first write with a grace
-   * adds a nullable `"staleUntil" TIMESTAMP(3)` column to the table (`"expiresAt"` stays the end of freshness, so
-   * the Prisma model never reads a stale row as live). Integer from 0 to 2592000. Default: the cache's `grace`.
+   * or tags adds the nullable columns `"staleUntil" TIMESTAMP(3)` and `"tags" TEXT[]` to the table (`"expiresAt"`
+   * stays the end of freshness, so the Prisma model never reads a stale row as live). Integer from 0 to 2592000.
+   * Default: the cache's `grace`.
    */
   grace?: number
   /**
