@@ -91,6 +91,27 @@ for (const backend of BACKENDS) {
     t.is(await b.get('fresh'), undefined, 'and carries its tags')
   })
 
+  test(`${name}: a set racing an invalidation on another instance never brings the old value back`, async (t) => {
+    const options = await optionsFor(t, backend)
+    const a = openCache(t, options)
+    const b = secondInstance(t, backend, options, a)
+    let setWon = 0
+    for (let round = 0; round < 30; round++) {
+      const key = `race${round}`
+      await a.set(key, 'old', { tags: ['t'] })
+      t.is(await b.get(key), 'old', 'b holds the old value in its L1')
+      await Promise.all([a.set(key, 'new', { tags: ['t'] }), b.invalidateTags(['t'])])
+      for (const cache of [a, b]) {
+        const seen = await cache.get(key)
+        t.not(seen, 'old', `round ${round}`)
+        if (seen === 'new') setWon++
+      }
+      // Both instances agree once the bus has delivered: the set landed after the invalidation or before it.
+      t.true(await eventually(async () => (await a.get(key)) === (await b.get(key))), `round ${round}: the instances agree`)
+    }
+    t.log(`${name}: the set came after the invalidation in ${setWon / 2} of 30 rounds`)
+  })
+
   test(`${name}: a soft invalidation leaves entries stale within their grace; a hard one leaves nothing`, async (t) => {
     const options = await optionsFor(t, backend)
     const cache = openCache(t, options)
@@ -205,6 +226,18 @@ test('postgres: tags extend the table with nullable columns and create <table>_t
             extract(epoch FROM "expiresAt" - "hardAt") / 86400 AS days FROM "${table}_tags"`,
   )
   t.deepEqual(records.rows.map((r) => [r.tag, r.hard, r.no_soft, Math.round(Number(r.days))]), [['a', true, true, 60]])
+})
+
+test('postgres: expired tag records are swept', async (t) => {
+  const { client, table } = await scratchTable(t, 'tags_sweep')
+  t.teardown(() => client.query(`DROP TABLE IF EXISTS "${table}_tags"`))
+  const namespace = uniqueNamespace('tags-sweep')
+  const cache = openCache(t, { url: POSTGRES_URL, namespace, postgres: { table, cleanupInterval: 1 } })
+  await cache.invalidateTags(['kept', 'expired'])
+  await client.query(`UPDATE "${table}_tags" SET "expiresAt" = now() AT TIME ZONE 'UTC' - interval '1 second' WHERE "tag" = 'expired'`)
+  const left = async () => (await client.query(`SELECT "tag" FROM "${table}_tags"`)).rows.map((r) => r.tag)
+  t.true(await eventually(async () => (await left()).length === 1, 10_000), 'the sweep came')
+  t.deepEqual(await left(), ['kept'])
 })
 
 test('redis: a tag record is one hash per tag, kept for the longest TTL plus the longest grace', async (t) => {
