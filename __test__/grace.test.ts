@@ -11,6 +11,7 @@ import {
   openCache,
   proxied,
   proxyFor,
+  isolatedOptions,
   scratchTable,
   sleep,
   uniqueNamespace,
@@ -19,13 +20,6 @@ import {
 } from './helpers.js'
 import type { Cache as CacheType, CacheError, CacheOptions, LoaderContext } from '../index.js'
 
-/** Options of a cache on `backend`; on Postgres a table of the test's own, since a grace adds a column to it. */
-async function optionsFor(t: ExecutionContext, backend: Backend): Promise<CacheOptions> {
-  const namespace = uniqueNamespace(`grace-${backend.name}`)
-  if (backend.name !== 'postgres') return { url: backend.url, namespace }
-  const { table } = await scratchTable(t, 'grace')
-  return { url: backend.url, namespace, postgres: { table } }
-}
 
 /** Where a second instance finds stale values: the L2 (an L1-less store on it), or the L1 when memory only. */
 function readerOf(t: ExecutionContext, backend: Backend, options: CacheOptions, writer: CacheType): CacheType {
@@ -38,7 +32,7 @@ for (const backend of BACKENDS) {
   const name = backend.name
 
   test(`${name}: past its TTL an entry with a grace is a miss, but a failing loader's caller gets it (stale-if-error)`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const errors: CacheError[] = []
     const onError = (e: CacheError) => errors.push(e)
     const writer = openCache(t, { ...options, onError })
@@ -62,7 +56,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: a deleted entry leaves no stale value, and without a grace nothing is kept past the TTL`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const cache = openCache(t, options)
     const reader = readerOf(t, backend, options, cache)
     await cache.set('deleted', 1, { ttl: 1, grace: 60 })
@@ -78,7 +72,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: past the soft timeout the stale value is served and the load goes on to store its value`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const writer = openCache(t, options)
     const reader = readerOf(t, backend, options, writer)
     await writer.set('k', 'old', { ttl: 1, grace: 60 })
@@ -98,7 +92,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: timeout 0 is stale-while-revalidate: the stale value at once for every caller, one reload behind`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const writer = openCache(t, options)
     const reader = readerOf(t, backend, options, writer)
     await writer.set('k', 1, { ttl: 1, grace: 60 })
@@ -116,7 +110,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: with a stale value at hand, hardTimeout serves it instead of rejecting`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const writer = openCache(t, options)
     const reader = readerOf(t, backend, options, writer)
     await writer.set('k', 'old', { ttl: 1, grace: 60 })
@@ -128,7 +122,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: earlyRefresh reloads a hot entry once, in the background, before it expires`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const cache = openCache(t, { ...options, ttl: 2, earlyRefresh: 0.5 })
     let loads = 0
     let release!: () => void
@@ -151,7 +145,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: an early refresh that fails is reported and leaves the entry in place`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const errors: CacheError[] = []
     const cache = openCache(t, { ...options, ttl: 2, onError: (e) => errors.push(e) })
     await cache.set('k', 'v1')
@@ -167,7 +161,7 @@ for (const backend of BACKENDS.filter((b) => b.url !== undefined)) {
 
   test(`${l2}: with the L2 refused, a failing loader falls back on the L1's stale copy, kept across the bus's loss`, async (t) => {
     const proxy = await proxyFor(t, l2)
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'grace')
     const cache = openCache(t, { ...options, url: proxied(proxy, l2), l2Timeout: 0.5 })
     t.true(await eventually(async () => (await cache.stats()).busUp), 'the bus vouches for the L1')
     await cache.set('k', 'old', { ttl: 1, grace: 60 })

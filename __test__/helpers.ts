@@ -118,6 +118,18 @@ export async function scratchTable(t: ExecutionContext, prefix: string): Promise
   return { client, table }
 }
 
+/**
+ * Options of a cache on `backend` in a namespace of its own; on Postgres also a table of the test's own (dropped with
+ * its tag table when the test ends), since grace and tags extend the table they use.
+ */
+export async function isolatedOptions(t: ExecutionContext, backend: Backend, prefix: string): Promise<CacheOptions> {
+  const namespace = uniqueNamespace(`${prefix}-${backend.name}`)
+  if (backend.name !== 'postgres') return { url: backend.url, namespace }
+  const { client, table } = await scratchTable(t, prefix)
+  t.teardown(() => client.query(`DROP TABLE IF EXISTS "${table}_tags"`))
+  return { url: backend.url, namespace, postgres: { table } }
+}
+
 export async function withPg<T>(url: string, f: (db: pg.Client) => Promise<T>): Promise<T> {
   const db = new pg.Client({ connectionString: url })
   await db.connect()

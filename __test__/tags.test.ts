@@ -10,6 +10,7 @@ import {
   REDIS_URL,
   eventually,
   openCache,
+  isolatedOptions,
   scratchTable,
   sleep,
   uniqueNamespace,
@@ -18,13 +19,6 @@ import {
 } from './helpers.js'
 import type { Cache as CacheType, CacheError, CacheOptions, LoaderContext } from '../index.js'
 
-/** Options of a cache on `backend`; on Postgres a table of the test's own, since tags extend it. */
-async function optionsFor(t: ExecutionContext, backend: Backend): Promise<CacheOptions> {
-  const namespace = uniqueNamespace(`tags-${backend.name}`)
-  if (backend.name !== 'postgres') return { url: backend.url, namespace }
-  const { table } = await scratchTable(t, 'tags')
-  return { url: backend.url, namespace, postgres: { table } }
-}
 
 /** A second instance on the same L2 and namespace: a store of its own (another L1, another bus subscription). */
 function secondInstance(t: ExecutionContext, backend: Backend, options: CacheOptions, first: CacheType): CacheType {
@@ -35,7 +29,7 @@ for (const backend of BACKENDS) {
   const name = backend.name
 
   test(`${name}: invalidateTags makes every entry of the tag written before it a miss, in both tiers and on every instance`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'tags')
     const a = openCache(t, options)
     const b = secondInstance(t, backend, options, a)
     await a.set('svc:1', 'one', { tags: ['services'] })
@@ -62,7 +56,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: getOrSet stores its tags, and a loader that started before an invalidation of one stores nothing`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'tags')
     const a = openCache(t, options)
     const b = secondInstance(t, backend, options, a)
     for (let round = 0; round < 20; round++) {
@@ -92,7 +86,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: a set racing an invalidation on another instance never brings the old value back`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'tags')
     const a = openCache(t, options)
     const b = secondInstance(t, backend, options, a)
     let setWon = 0
@@ -113,7 +107,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: a soft invalidation leaves entries stale within their grace; a hard one leaves nothing`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'tags')
     const cache = openCache(t, options)
     const errors: CacheError[] = []
     const reader = openCache(t, { ...options, ...(backend.url ? { l1: false } : {}), onError: (e) => errors.push(e) })
@@ -132,7 +126,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: tags are scoped to the namespace, and getTagExpiration gives the latest invalidation`, async (t) => {
-    const options = await optionsFor(t, backend)
+    const options = await isolatedOptions(t, backend, 'tags')
     const cache = openCache(t, options)
     const neighbour = openCache(t, { ...options, namespace: uniqueNamespace('neighbour') })
     await cache.set('k', 1, { tags: ['shared'] })
@@ -149,7 +143,7 @@ for (const backend of BACKENDS) {
   })
 
   test(`${name}: bad tags throw ERR_CACHE_INVALID_TAG at once and nothing is written`, async (t) => {
-    const cache = openCache(t, await optionsFor(t, backend))
+    const cache = openCache(t, await isolatedOptions(t, backend, 'tags'))
     const bad: unknown[] = [
       'not-an-array',
       [''],
@@ -182,7 +176,7 @@ for (const backend of BACKENDS) {
 
 for (const backend of BACKENDS.filter((b) => b.url !== undefined)) {
   test(`${backend.name}: an invalidation in one process makes the other's L1 miss within the bus delay`, async (t) => {
-    const options = { ...(await optionsFor(t, backend)) } as CacheOptions
+    const options = { ...(await isolatedOptions(t, backend, 'tags')) } as CacheOptions
     const writer = await Peer.start(t, options)
     const reader = await Peer.start(t, options)
     await writer.request('call', { method: 'set', args: ['tenant', 'acme', { tags: ['tenant:42'] }] })

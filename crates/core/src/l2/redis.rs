@@ -35,11 +35,12 @@ const INVALIDATION_PREFIX: &str = "#inval:";
 /// A tag's invalidation record, after `<namespace>:`.
 const TAG_PREFIX: &str = "#tag:";
 
-/// KEYS: entry. ARGV: the tag records' prefix. Returns v, x, g, t, w (false when absent), the server time in µs, then
-/// each tag's h and s.
+/// KEYS: entry. ARGV: the tag records' prefix. Returns v, x, g, t, w (false when absent), the server time's seconds
+/// and microseconds, then each tag's h and s. No prelude: a read needs the time only as `TIME` gives it.
 const GET: &str = r"
 local r = redis.call('HMGET', KEYS[1], 'v', 'x', 'g', 't', 'w')
-local out = {r[1] or false, r[2] or false, r[3] or false, r[4] or false, r[5] or false, nowstr}
+local t = redis.call('TIME')
+local out = {r[1] or false, r[2] or false, r[3] or false, r[4] or false, r[5] or false, t[1], t[2]}
 if r[1] and r[4] then
   for _, tag in ipairs(cjson.decode(r[4])) do
     local h = redis.call('HMGET', ARGV[1] .. tag, 'h', 's')
@@ -184,7 +185,7 @@ impl Scripts {
     fn new() -> Self {
         let with_now = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
-            get: with_now(GET),
+            get: Script::new(GET),
             set: with_now(SET),
             invalidate_tags: with_now(INVALIDATE_TAGS),
             tag_times: Script::new(TAG_TIMES),
@@ -270,7 +271,7 @@ impl RedisL2 {
             invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("get", e))?;
         let field = |i: usize| reply.get(i).cloned().flatten();
         let number = |i: usize| field(i).and_then(|s| s.parse::<u64>().ok());
-        let now_us = number(5).unwrap_or(0);
+        let now_us = number(5).unwrap_or(0) * 1_000_000 + number(6).unwrap_or(0);
         let mut read = L2Read { hit: None, stale: None, at: ServerTime(now_us), tag_times: Vec::new() };
         let (Some(json), Some(x)) = (field(0), number(1)) else {
             return Ok(read);
@@ -284,8 +285,8 @@ impl RedisL2 {
                     .enumerate()
                     .map(|(i, tag)| {
                         let time = TagTime {
-                            hard_us: number(6 + 2 * i).unwrap_or(0),
-                            soft_us: number(7 + 2 * i).unwrap_or(0),
+                            hard_us: number(7 + 2 * i).unwrap_or(0),
+                            soft_us: number(8 + 2 * i).unwrap_or(0),
                         };
                         (tag.clone(), time)
                     })
