@@ -452,9 +452,16 @@ class Cache {
    */
   #refreshEarly(key, loader, call) {
     if (call.earlyRefresh === undefined && this.#native.earlyRefresh == null) return
-    if (!this.#native.claimRefresh(key, call.ttl, call.earlyRefresh)) return
+    let refresh
+    try {
+      if (!this.#native.claimRefresh(key, call.ttl, call.earlyRefresh)) return
+      refresh = this.#native.beginRefresh(key, call.ttl, call.earlyRefresh)
+    } catch {
+      // Closed since the hit: the caller has its value, and there is nothing left to refresh.
+      return
+    }
     const abort = new AbortController()
-    this.#native.beginRefresh(key, call.ttl, call.earlyRefresh).then(
+    refresh.then(
       (started) => {
         this.#absorbed(started.error)
         if (started.lease == null) return

@@ -433,11 +433,13 @@ impl NativeCache {
         self.promise(env, self.cache(env)?.tag_expiration_ms(tags), count_result)
     }
 
-    /// Counts a `getOrSet` that `index.js` answered with a stale value, in `staleHits`.
-    #[napi(catch_unwind)]
-    pub fn count_stale_hit(&self, env: Env) -> Result<()> {
-        self.cache(&env)?.count_stale_hit();
-        Ok(())
+    /// Counts a `getOrSet` that `index.js` answered with a stale value, in `staleHits`. Called from timers that may
+    /// fire after `close`, so a closed cache counts nothing rather than throw where no caller could catch it.
+    #[napi]
+    pub fn count_stale_hit(&self) {
+        if let Some(cache) = &self.cache {
+            cache.count_stale_hit();
+        }
     }
 
     /// The counters, with the names of the public `CacheStats`.

@@ -145,6 +145,14 @@ impl L1 {
         keys.iter().filter(|key| self.remove(key)).count() as u64
     }
 
+    /// Removes the entries carrying any of `tags`; returns how many were live.
+    pub fn remove_tagged(&self, tags: &[Box<str>]) -> u64 {
+        let carries =
+            |entry: &L1Entry| entry.tagged.as_ref().is_some_and(|t| t.tags.iter().any(|tag| tags.contains(tag)));
+        let keys: Vec<Arc<String>> = self.moka.iter().filter(|(_, entry)| carries(entry)).map(|(key, _)| key).collect();
+        keys.iter().filter(|key| self.remove(key)).count() as u64
+    }
+
     /// Makes every entry stale now: none is a hit any more, and those within their grace stay as the stale copies a
     /// failing load may fall back on. An entry written meanwhile (another version) is left as it is.
     pub fn demote_all(&self) {

@@ -393,7 +393,11 @@ impl Inner {
         self.generations.bump(key);
         let Some(l1) = &self.l1 else { return };
         let (fresh, grace) = self.l1_lifetimes(lifetime, l2_reached);
+        // Memory only, the L1 is the store itself: there is no L2 to disagree with, the last insert is the value, and
+        // dropping it on a moved generation (which a write of another key in the same stripe also moves) would lose
+        // the write.
         if l1.insert(key, json, fresh, grace, tagged).is_some()
+            && self.l2.is_some()
             && self.generations.of(key) != generation.wrapping_add(1)
         {
             l1.remove(key);

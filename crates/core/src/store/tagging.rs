@@ -25,7 +25,15 @@ impl Store {
         let recorded = inner.l2_call(deadline, || l2.invalidate_tags(&inner.config.namespace, &tags, soft)).await;
         let at = match recorded {
             Ok(ServerTime(at)) => at,
-            Err(error) => return inner.absorb(Err(error), ()),
+            Err(error) => {
+                // No time to record it by: this process at least drops what it holds of those tags. Other instances
+                // never hear of it; the failure says so.
+                if let Some(l1) = &inner.l1 {
+                    l1.remove_tagged(&tags);
+                }
+                inner.flights.detach_all();
+                return inner.absorb(Err(error), ());
+            }
         };
         inner.learn_invalidation(&tags, at, soft);
         inner.l2_activity.notify_waiters();

@@ -619,3 +619,38 @@ async fn a_soft_invalidation_leaves_the_entry_stale_for_a_failing_load() {
     let lease = lead(b.begin_load("k", true, TTL_MS, None).await.value);
     assert_eq!(stale_text(&lease), None, "a hard invalidation leaves nothing");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_the_l2_refused_still_drops_the_tags_entries_from_this_l1() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "l2Breaker": false }));
+    bus_up(&[&a]).await;
+    a.set("tagged", "1".into(), Lifetime::fresh(TTL_MS), tags(&["t"])).await;
+    a.set("other", "1".into(), Lifetime::fresh(TTL_MS), tags(&["u"])).await;
+    server.faults.refuse.store(true, Ordering::SeqCst);
+    let invalidated = a.invalidate_tags(tags(&["t"]), false).await;
+    assert_eq!(invalidated.error.unwrap().kind, ErrorKind::L2Unavailable, "reported: other instances never heard");
+    assert!(a.l1_get("tagged").is_none());
+    assert!(a.l1_get("other").is_some());
+}
+
+/// Memory only, the L1 is the store: concurrent writes of different keys (which may share a generation stripe) must
+/// all be kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_only_concurrent_writes_of_different_keys_are_all_kept() {
+    let config = crate::options::parse(&json!({ "l1": { "maxEntries": 100_000 } }), None).unwrap();
+    let store = Arc::new(Store::open(config.store, |_| unreachable!()).unwrap());
+    let writes: Vec<_> = (0..20_000)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.set(&format!("k{i}"), "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await },
+            )
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+    let lost = (0..20_000).filter(|i| store.l1_get(&format!("k{i}")).is_none()).count();
+    assert_eq!(lost, 0, "writes lost");
+}
