@@ -295,7 +295,8 @@ export interface GetOrSetOptions extends SetOptions {
    * this, the call returns the stale value (counted in `stats().staleHits`); the load goes on in the background and
    * its value is stored, still one load per key across threads and processes. `0` is stale-while-revalidate: the
    * stale value at once, a reload behind it. A caller waiting for another caller's load gets the stale value after
-   * this long too. With a stale value at hand, `hardTimeout` acts as a soft timeout as well. Number from 0 to 3600.
+   * this long too. With a stale value at hand, `hardTimeout` acts as a soft timeout as well (a stale value is at hand
+   * once the L2 read that finds it has answered; before that, `hardTimeout` rejects as usual). Number from 0 to 3600.
    * Default: the cache's `timeout` (none).
    */
   timeout?: number
