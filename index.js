@@ -323,6 +323,11 @@ class Cache {
     return call.hardTimeout === undefined ? this.#native.hardTimeoutMs : call.hardTimeout * 1000
   }
 
+  /** The call's soft timeout in ms, or the cache's; `undefined` for none. */
+  #softTimeoutMs(call) {
+    return call.timeout === undefined ? this.#native.softTimeoutMs : call.timeout * 1000
+  }
+
   /**
    * The caller's wait for `json`, bounded by its hard timeout: past it, the caller gets `ERR_CACHE_LOADER_TIMEOUT`
    * and its loader's signal is aborted, but the load is not dropped: whoever else waits still gets it, and a value
@@ -393,7 +398,6 @@ class Cache {
     if (started.lease == null && started.stale != null) return started.stale
     const { lease, stale } = started
     const { abort } = caller
-    this.#running.add(abort)
     loaderStarted?.()
     const context = { signal: abort.signal, stale: stale == null ? undefined : this.#parse(stale) }
     const loaded = this.#run(loader, context, lease, call, abort)
@@ -402,8 +406,12 @@ class Cache {
     return this.#orStale(loaded, stale, call)
   }
 
-  /** Runs the loader and settles its lease: stored when the value comes, its waiters failed over when it throws. */
+  /**
+   * Runs the loader and settles its lease: stored when the value comes, its waiters failed over when it throws. The
+   * loader's `abort` is `close()`'s to abort while it runs.
+   */
   async #run(loader, context, lease, call, abort) {
+    this.#running.add(abort)
     let json
     try {
       json = serialize(await loader(context))
@@ -433,7 +441,7 @@ class Cache {
       this.#report(loaderFailed(errorMessage(error), error))
       return serveStale()
     })
-    const softMs = call.timeout === undefined ? this.#native.softTimeoutMs : call.timeout * 1000
+    const softMs = this.#softTimeoutMs(call)
     const hardMs = this.#hardTimeoutMs(call)
     const waitMs = softMs == null ? hardMs : hardMs == null ? softMs : Math.min(softMs, hardMs)
     if (waitMs == null) return guarded
@@ -465,7 +473,6 @@ class Cache {
       (started) => {
         this.#absorbed(started.error)
         if (started.lease == null) return
-        this.#running.add(abort)
         this.#run(loader, { signal: abort.signal, stale: undefined }, started.lease, call, abort).catch((error) =>
           this.#report(loaderFailed(errorMessage(error), error)),
         )

@@ -122,10 +122,15 @@ impl Cache {
         validate_key(key, self.handle.max_key_len)
     }
 
+    /// The call's TTL or the default, in ms, before `jitter`; `ERR_CACHE_INVALID_TTL` out of its range.
+    fn ttl_ms(&self, ttl_seconds: Option<f64>) -> Result<u64> {
+        ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)
+    }
+
     /// What a write stores: the call's TTL or the default, spread by `jitter`, and the call's grace or the default.
     /// `ERR_CACHE_INVALID_TTL` for either out of its range.
     fn lifetime(&self, ttl_seconds: Option<f64>, grace_seconds: Option<f64>) -> Result<Lifetime> {
-        let ttl_ms = ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)?;
+        let ttl_ms = self.ttl_ms(ttl_seconds)?;
         let grace_ms = grace_seconds.map_or(Ok(self.handle.grace_ms), |s| per_call_ms(&GRACE, s))?;
         Ok(Lifetime { ttl_ms: jittered(ttl_ms, self.handle.jitter), grace_ms })
     }
@@ -275,7 +280,7 @@ impl Cache {
                 None => return Ok(None),
             },
         };
-        let ttl_ms = ttl_seconds.map_or(Ok(self.handle.default_ttl_ms), per_call_ttl_ms)?;
+        let ttl_ms = self.ttl_ms(ttl_seconds)?;
         Ok(Some(Duration::from_millis((ttl_ms as f64 * (1.0 - fraction)) as u64)))
     }
 

@@ -40,6 +40,11 @@ pub fn validate_key(key: &str, max_len: usize) -> Result<()> {
     Ok(())
 }
 
+/// The namespace of an L2 key (`namespace:key`: a namespace holds no `:`).
+pub fn namespace_of(full: &str) -> &str {
+    full.split_once(':').map_or("", |(namespace, _)| namespace)
+}
+
 /// The L2 key of `key` in `namespace`.
 pub fn namespaced(namespace: &str, key: &str) -> String {
     let mut full = String::with_capacity(namespace.len() + 1 + key.len());

@@ -140,16 +140,18 @@ impl L1 {
 
     /// Removes the keys matching `pattern`; returns how many live entries went.
     pub fn remove_matching(&self, pattern: &Pattern) -> u64 {
-        let keys: Vec<Arc<String>> =
-            self.moka.iter().filter(|(key, _)| pattern.matches(key)).map(|(key, _)| key).collect();
-        keys.iter().filter(|key| self.remove(key)).count() as u64
+        self.remove_where(|key, _| pattern.matches(key))
     }
 
     /// Removes the entries carrying any of `tags`; returns how many were live.
     pub fn remove_tagged(&self, tags: &[Box<str>]) -> u64 {
-        let carries =
-            |entry: &L1Entry| entry.tagged.as_ref().is_some_and(|t| t.tags.iter().any(|tag| tags.contains(tag)));
-        let keys: Vec<Arc<String>> = self.moka.iter().filter(|(_, entry)| carries(entry)).map(|(key, _)| key).collect();
+        self.remove_where(|_, entry| entry.tagged.as_ref().is_some_and(|t| t.tags.iter().any(|tag| tags.contains(tag))))
+    }
+
+    /// Removes the entries `removed` picks; returns how many were live.
+    fn remove_where(&self, removed: impl Fn(&str, &L1Entry) -> bool) -> u64 {
+        let keys: Vec<Arc<String>> =
+            self.moka.iter().filter(|(key, entry)| removed(key, entry)).map(|(key, _)| key).collect();
         keys.iter().filter(|key| self.remove(key)).count() as u64
     }
 

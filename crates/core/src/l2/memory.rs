@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{BusEvent, BusStream, L2Hit, L2Read, LockAttempt, ServerTime, Tagged, Write};
 use crate::error::{CacheError, ErrorKind, Result};
-use crate::key::namespaced;
+use crate::key::{namespace_of, namespaced};
 use crate::pattern::Pattern;
 use crate::tags::{TagTime, Tags};
 
@@ -138,9 +138,11 @@ impl MemoryL2 {
         {
             let tagged = tags.clone().map(|tags| Tagged { tags, written_us: *written_at_us });
             if let Some(tagged) = &tagged {
-                let namespace = key.split_once(':').map_or("", |(namespace, _)| namespace);
-                read.tag_times =
-                    self.times_of(namespace, &tagged.tags).into_iter().filter(|(_, t)| t.latest_us() > 0).collect();
+                read.tag_times = self
+                    .times_of(namespace_of(key), &tagged.tags)
+                    .into_iter()
+                    .filter(|(_, t)| t.latest_us() > 0)
+                    .collect();
             }
             if *expires_at_us > now {
                 let remaining_ms = Some((expires_at_us - now) / 1000);

@@ -146,10 +146,15 @@ redis.call('SET', KEYS[1], nowstr, 'PX', ARGV[1])
 return 1
 ";
 
-/// The prefix of the tag records of the namespace of `key` (`namespace:...`; a namespace holds no `:`).
-fn tag_prefix(key: &str) -> String {
-    let namespace = key.split_once(':').map_or("", |(namespace, _)| namespace);
+/// The prefix of the tag records of `namespace`.
+fn tag_prefix(namespace: &str) -> String {
     format!("{TAG_PREFIX}{namespace}:")
+}
+
+/// The tag records a script returned as `h`, `s` pairs from `first` on, one per tag; absent fields are 0.
+fn tag_times(reply: &[Option<String>], first: usize, count: usize) -> Vec<TagTime> {
+    let number = |i: usize| reply.get(i).cloned().flatten().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    (0..count).map(|i| TagTime { hard_us: number(first + 2 * i), soft_us: number(first + 2 * i + 1) }).collect()
 }
 
 /// Tags as the JSON array an entry's `t` field holds.
@@ -266,7 +271,7 @@ impl RedisL2 {
     /// the read.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
         let mut invocation = self.scripts.get.key(key);
-        invocation.arg(tag_prefix(key));
+        invocation.arg(tag_prefix(crate::key::namespace_of(key)));
         let reply: Vec<Option<String>> =
             invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("get", e))?;
         let field = |i: usize| reply.get(i).cloned().flatten();
@@ -282,14 +287,8 @@ impl RedisL2 {
                 let tags: Tags = tags.into_iter().map(String::into_boxed_str).collect();
                 read.tag_times = tags
                     .iter()
-                    .enumerate()
-                    .map(|(i, tag)| {
-                        let time = TagTime {
-                            hard_us: number(7 + 2 * i).unwrap_or(0),
-                            soft_us: number(8 + 2 * i).unwrap_or(0),
-                        };
-                        (tag.clone(), time)
-                    })
+                    .cloned()
+                    .zip(tag_times(&reply, 7, tags.len()))
                     .filter(|(_, time)| time.latest_us() > 0)
                     .collect();
                 Some(Tagged { tags, written_us: number(4).unwrap_or(0) })
@@ -309,10 +308,7 @@ impl RedisL2 {
     /// Records an invalidation of `tags` now, in one script; returns its time.
     pub async fn invalidate_tags(&self, namespace: &str, tags: &[Box<str>], soft: bool) -> Result<ServerTime> {
         let mut invocation = self.scripts.invalidate_tags.prepare_invoke();
-        invocation
-            .arg(format!("{TAG_PREFIX}{namespace}:"))
-            .arg(if soft { "s" } else { "h" })
-            .arg(TAG_RECORD_RETENTION_MS);
+        invocation.arg(tag_prefix(namespace)).arg(if soft { "s" } else { "h" }).arg(TAG_RECORD_RETENTION_MS);
         for tag in tags {
             invocation.arg(&**tag);
         }
@@ -324,14 +320,13 @@ impl RedisL2 {
     /// The invalidation records of `tags`, in one script.
     pub async fn tag_times(&self, namespace: &str, tags: &[Box<str>]) -> Result<Vec<TagTime>> {
         let mut invocation = self.scripts.tag_times.prepare_invoke();
-        invocation.arg(format!("{TAG_PREFIX}{namespace}:"));
+        invocation.arg(tag_prefix(namespace));
         for tag in tags {
             invocation.arg(&**tag);
         }
-        let reply: Vec<String> =
+        let reply: Vec<Option<String>> =
             invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("getTagExpiration", e))?;
-        let number = |i: usize| reply.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        Ok((0..tags.len()).map(|i| TagTime { hard_us: number(2 * i), soft_us: number(2 * i + 1) }).collect())
+        Ok(tag_times(&reply, 0, tags.len()))
     }
 
     /// Writes the entry (and publishes its bus message) in one script, unless its condition refuses it; returns the
@@ -354,7 +349,7 @@ impl RedisL2 {
             .arg(write.bus_message.unwrap_or(""))
             .arg(write.lifetime.grace_ms)
             .arg(if write.tags.is_empty() { String::new() } else { tags_json(write.tags) })
-            .arg(format!("{TAG_PREFIX}{namespace}:"))
+            .arg(tag_prefix(namespace))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.error("set", e))?;

@@ -130,8 +130,18 @@ impl Inner {
 
     /// Publishes what the removal's own round trip did not carry, then waits until `deadline` for each message to
     /// come back on this process's subscription: the server has then sent it to every other subscriber too. A
-    /// message that does not come back is reported (`ERR_CACHE_BUS`, counted in `busEchoTimeouts`), never ignored.
+    /// message that does not come back is reported (`ERR_CACHE_BUS`, counted in `busEchoTimeouts`), never ignored;
+    /// either failure is counted in `errors`.
     pub(super) async fn confirm(&self, announcement: &mut Announcement, deadline: Instant) -> Option<CacheError> {
+        let unconfirmed = self.await_echoes(announcement, deadline).await;
+        if unconfirmed.is_some() {
+            bump(&self.stats.errors);
+        }
+        unconfirmed
+    }
+
+    /// [`Self::confirm`], uncounted.
+    async fn await_echoes(&self, announcement: &mut Announcement, deadline: Instant) -> Option<CacheError> {
         let l2 = self.l2.as_ref()?;
         add(&self.stats.bus_published, announcement.sent as u64);
         for (_, payload) in &announcement.payloads[announcement.sent..] {

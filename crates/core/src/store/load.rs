@@ -10,7 +10,7 @@ use super::{Inner, Json, Outcome, Store};
 use crate::error::{CacheError, ErrorKind};
 use crate::flight::{self, Flight, FlightResult, Joined};
 use crate::key::namespaced;
-use crate::l2::{L2Hit, LoadLock, LockAttempt, ServerTime, Tagged, Write, WriteCondition, L2};
+use crate::l2::{L2Hit, LoadLock, LockAttempt, ServerTime, Write, WriteCondition, L2};
 use crate::stats::bump;
 use crate::tags::Tags;
 use crate::ttl::Lifetime;
@@ -375,8 +375,7 @@ impl LoadLease {
             // Memory only: the L1 is the only copy, so a change made while the loader ran must stay.
             (None, started) => {
                 if unchanged_here {
-                    let tagged = Inner::tagged(&tags, started.map_or(0, |at| at.0));
-                    inner.apply_write(&self.key, json.into_boxed_str(), lifetime, tagged, true, self.generation);
+                    inner.apply_write(&self.key, json.into_boxed_str(), lifetime, &tags, started, self.generation);
                 } else {
                     bump(&inner.stats.loads_discarded);
                 }
@@ -389,8 +388,7 @@ impl LoadLease {
                 let write = Write { lifetime, condition, bus_message: None, tags: &tags };
                 match inner.write_to_l2(l2, &self.key, &json, write, deadline).await {
                     Ok(Some(at)) => {
-                        let tagged = Inner::tagged(&tags, at.0);
-                        self.store_in_l1(json, lifetime, tagged, true, unchanged_here, generation);
+                        self.store_in_l1(json, lifetime, &tags, Some(at), unchanged_here, generation);
                         Outcome::ok(true)
                     }
                     Ok(None) => {
@@ -398,8 +396,7 @@ impl LoadLease {
                         Outcome::ok(false)
                     }
                     Err(error) => {
-                        let tagged = Inner::tagged(&tags, 0);
-                        self.store_in_l1(json, lifetime, tagged, false, unchanged_here, generation);
+                        self.store_in_l1(json, lifetime, &tags, None, unchanged_here, generation);
                         inner.absorb(Err(error), false)
                     }
                 }
@@ -407,8 +404,7 @@ impl LoadLease {
             // The L2 failed on the way in: no time left for it.
             (Some(_), _) => {
                 let generation = inner.generations.of(&self.key);
-                let tagged = Inner::tagged(&tags, 0);
-                self.store_in_l1(json, lifetime, tagged, false, unchanged_here, generation);
+                self.store_in_l1(json, lifetime, &tags, None, unchanged_here, generation);
                 Outcome::ok(false)
             }
         };
@@ -425,13 +421,13 @@ impl LoadLease {
         &self,
         json: String,
         lifetime: Lifetime,
-        tagged: Option<Tagged>,
-        l2_reached: bool,
+        tags: &Tags,
+        written: Option<ServerTime>,
         unchanged_here: bool,
         generation: u64,
     ) {
         if unchanged_here {
-            self.inner.apply_write(&self.key, json.into_boxed_str(), lifetime, tagged, l2_reached, generation);
+            self.inner.apply_write(&self.key, json.into_boxed_str(), lifetime, tags, written, generation);
         } else {
             self.inner.forget_key(&self.key);
         }

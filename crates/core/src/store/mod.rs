@@ -32,7 +32,7 @@ use crate::error::{CacheError, Result};
 use crate::flight::Flights;
 use crate::key::namespaced;
 use crate::l1::{L1Entry, L1};
-use crate::l2::{L2Hit, Tagged, Write, WriteCondition, L2};
+use crate::l2::{L2Hit, ServerTime, Tagged, Write, WriteCondition, L2};
 use crate::pattern::Pattern;
 use crate::stats::{add, bump, Gauges, L2State, Stats, StatsSnapshot};
 use crate::tags::{TagTimes, Tags, Verdict};
@@ -226,15 +226,14 @@ impl Store {
         bump(&inner.stats.sets);
         let generation = inner.generations.of(key);
         let Some(l2) = &inner.l2 else {
-            let tagged = Inner::tagged(&tags, inner.local_now_us());
-            inner.apply_write(key, json.into_boxed_str(), lifetime, tagged, true, generation);
+            let written = Some(ServerTime(inner.local_now_us()));
+            inner.apply_write(key, json.into_boxed_str(), lifetime, &tags, written, generation);
             return Outcome::ok(());
         };
         let write = Write { lifetime, condition: WriteCondition::Always, bus_message: None, tags: &tags };
         let result = inner.write_to_l2(l2, key, &json, write, inner.deadline()).await;
-        let written_us = result.as_ref().ok().copied().flatten().map_or(0, |at| at.0);
-        let tagged = Inner::tagged(&tags, written_us);
-        inner.apply_write(key, json.into_boxed_str(), lifetime, tagged, result.is_ok(), generation);
+        let written = result.as_ref().ok().copied().flatten();
+        inner.apply_write(key, json.into_boxed_str(), lifetime, &tags, written, generation);
         inner.flights.detach(key);
         inner.absorb(result.map(|_| ()), ())
     }
@@ -380,19 +379,23 @@ impl Inner {
 
     /// Puts a write of this process into the L1, unless another change of the key raced it (`generation`, taken
     /// before the write reached the L2, then moved by more than this write): the L1 then drops the key, which is
-    /// only ever a miss, whichever write the L2 kept.
+    /// only ever a miss, whichever write the L2 kept. `written` is when the write reached the L2, by its clock (the
+    /// store's clock when memory only), `None` when it did not: the L1 then keeps it briefly, and its tags judge it
+    /// as written at the beginning of time, so any invalidation of them ever seen makes it a miss.
     fn apply_write(
         &self,
         key: &str,
         json: Box<str>,
         lifetime: Lifetime,
-        tagged: Option<Tagged>,
-        l2_reached: bool,
+        tags: &Tags,
+        written: Option<ServerTime>,
         generation: u64,
     ) {
         self.generations.bump(key);
         let Some(l1) = &self.l1 else { return };
-        let (fresh, grace) = self.l1_lifetimes(lifetime, l2_reached);
+        let (fresh, grace) = self.l1_lifetimes(lifetime, written.is_some());
+        let tagged =
+            (!tags.is_empty()).then(|| Tagged { tags: tags.clone(), written_us: written.map_or(0, |at| at.0) });
         // Memory only, the L1 is the store itself: there is no L2 to disagree with, the last insert is the value, and
         // dropping it on a moved generation (which a write of another key in the same stripe also moves) would lose
         // the write.
@@ -423,10 +426,7 @@ impl Inner {
         let mut outcome = self.absorb(removed, 0);
         add(&self.stats.deletes, outcome.value);
         if outcome.error.is_none() {
-            if let Some(error) = unconfirmed {
-                bump(&self.stats.errors);
-                outcome.error = Some(error);
-            }
+            outcome.error = unconfirmed;
         }
         outcome
     }

@@ -42,7 +42,7 @@ impl Store {
             }
         };
         let threshold_ms = threshold.as_millis() as u64;
-        if let Some(hit) = read.hit.clone().filter(|hit| hit.remaining_ms.is_none_or(|ms| ms >= threshold_ms)) {
+        if let Some(hit) = read.hit.filter(|hit| hit.remaining_ms.is_none_or(|ms| ms >= threshold_ms)) {
             let json = inner.fill_l1_from(key, hit, generation, default_ttl_ms);
             inner.flights.finish(key, &flight, FlightResult::Loaded(json.as_str().into()));
             return Outcome::ok(None);

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{Inner, Outcome, Store};
 use crate::bus::BusOp;
 use crate::l1::L1Entry;
-use crate::l2::{L2Hit, L2Read, ServerTime, Tagged};
+use crate::l2::{L2Hit, L2Read, ServerTime};
 use crate::stats::bump;
 use crate::tags::{TagTime, Tags, Verdict};
 
@@ -38,11 +38,7 @@ impl Store {
         inner.learn_invalidation(&tags, at, soft);
         inner.l2_activity.notify_waiters();
         let mut announcement = inner.announce(BusOp::Tags { tags: tags.to_vec(), at, soft });
-        let unconfirmed = inner.confirm(&mut announcement, inner.deadline()).await;
-        if unconfirmed.is_some() {
-            bump(&inner.stats.errors);
-        }
-        Outcome { value: (), error: unconfirmed }
+        Outcome { value: (), error: inner.confirm(&mut announcement, inner.deadline()).await }
     }
 
     /// The time of the latest invalidation (hard or soft) of any of `tags`, in ms since the Unix epoch by the L2's
@@ -100,12 +96,6 @@ impl Inner {
             read.stale = None;
         }
         read
-    }
-
-    /// The tags and write time of an entry this process wrote at `written_us` (0 when unknown: the L2 did not take
-    /// it, and then any invalidation of its tags ever seen makes it a miss); `None` without tags.
-    pub(super) fn tagged(tags: &Tags, written_us: u64) -> Option<Tagged> {
-        (!tags.is_empty()).then(|| Tagged { tags: tags.clone(), written_us })
     }
 
     /// The memory-only store's clock, in µs since the Unix epoch, strictly increasing.

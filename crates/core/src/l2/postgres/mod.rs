@@ -29,8 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Executor, Row};
+use sqlx::{Executor, Postgres, Row};
 
 mod lock;
 mod sql;
@@ -199,22 +200,21 @@ impl PostgresL2 {
         if exists {
             return Ok(());
         }
-        // Instances starting together would race on CREATE TABLE IF NOT EXISTS; one creates, the others wait for
-        // its commit, then find the table.
-        let mut script = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_CLASS_DDL}, hashtext({})); ",
-            literal(&self.sql.table_name)
+        self.run_ddl(conn, &self.sql.create, "table creation").await
+    }
+
+    /// Runs `statements` in one transaction under the table's DDL advisory lock: instances starting together would
+    /// race on `... IF NOT EXISTS`; one runs it, the others wait for its commit, then find it done.
+    async fn run_ddl(&self, mut conn: PoolConnection<Postgres>, statements: &[String], context: &str) -> Result<()> {
+        let script = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_CLASS_DDL}, hashtext({})); {}; COMMIT;",
+            literal(&self.sql.table_name),
+            statements.join("; ")
         );
-        for ddl in &self.sql.create {
-            script.push_str(ddl);
-            script.push_str("; ");
-        }
-        script.push_str("COMMIT;");
-        let created = conn.execute(script.as_str()).await;
-        if let Err(e) = created {
+        if let Err(e) = conn.execute(script.as_str()).await {
             // Leave no half-open transaction on a connection that goes back to the pool.
             let _ = conn.close().await;
-            return Err(self.error("table creation", e));
+            return Err(self.error(context, e));
         }
         Ok(())
     }
@@ -243,16 +243,8 @@ impl PostgresL2 {
         if self.extended.load(Ordering::Acquire) {
             return Ok(());
         }
-        let script = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_CLASS_DDL}, hashtext({})); {}; COMMIT;",
-            literal(&self.sql.table_name),
-            self.sql.extend.join("; ")
-        );
-        let mut conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
-        if let Err(e) = conn.execute(script.as_str()).await {
-            let _ = conn.close().await;
-            return Err(self.error("extending the table for grace and tags", e));
-        }
+        let conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
+        self.run_ddl(conn, &self.sql.extend, "extending the table for grace and tags").await?;
         self.extended.store(true, Ordering::Release);
         Ok(())
     }
@@ -264,7 +256,7 @@ impl PostgresL2 {
         let extended = self.extended.load(Ordering::Acquire);
         let mut query = sqlx::query(&self.sql.get[extended as usize]).bind(key);
         if extended {
-            query = query.bind(key.split_once(':').map_or("", |(namespace, _)| namespace));
+            query = query.bind(crate::key::namespace_of(key));
         }
         let row = query.fetch_one(&self.pool()).await.map_err(|e| self.error("get", e))?;
         let mut read = L2Read {
