@@ -21,14 +21,15 @@
  * - `ERR_CACHE_VALUE_TOO_LARGE` (`RangeError`): the JSON text of a value is over `maxValueBytes`.
  * - `ERR_CACHE_INVALID_TTL` (`TypeError`): a per-call TTL that is not an integer from 1 to 2592000 seconds.
  * - `ERR_CACHE_INVALID_TAG` (`TypeError`): tags that are not an array of strings (or, for `invalidateTags`, one
- *   string), more than 64 of them, or a tag that is empty, longer than 256 UTF-8 bytes, not well-formed or holding
+ *   string), more than 128 of them, or a tag that is empty, longer than 256 UTF-8 bytes, not well-formed or holding
  *   U+0000. Thrown synchronously; nothing is written.
  * - `ERR_CACHE_INVALID_PATTERN` (`TypeError`): an `invalidatePattern` pattern that is not a string, is empty, is
  *   not well-formed text, is longer than max(2 × `maxKeyLength` + 2, 1024) bytes or ends in a lone `\`.
  * - `ERR_CACHE_INVALID_LOADER` (`TypeError`): `getOrSet` was given something other than a function.
  * - `ERR_CACHE_CLOSED` (`Error`): the cache was used after `close()`.
  *
- * Reported to {@link CacheOptions.onError} and counted in {@link CacheStats.errors}, never thrown by a cache call:
+ * Reported to {@link CacheOptions.onError} and counted in {@link CacheStats.errors}, never thrown by a cache call
+ * (except by `invalidateTags` with `strict`, which rejects with the L2 ones):
  * - `ERR_CACHE_L2_UNAVAILABLE`: the L2 could not be reached (connection refused, reset, or not yet connected).
  * - `ERR_CACHE_L2_TIMEOUT`: an L2 command did not answer within {@link CacheOptions.l2Timeout}.
  * - `ERR_CACHE_L2`: the L2 answered with an error (permissions, a table of another shape...).
@@ -139,6 +140,24 @@ export interface L2BreakerOptions {
 }
 
 /** Options of {@link Cache}. Every option is optional; an invalid one throws a `TypeError` with code `ERR_CACHE_INVALID_OPTION` naming it. */
+/** The options of {@link Cache.invalidateTags}. */
+export interface InvalidateTagsOptions {
+  /**
+   * Soft: entries of the tags become stale (served by `getOrSet` within their grace, and by `getEntry` flagged
+   * stale) instead of misses. As Next.js's `revalidateTag(tag, 'max')`. Default `false`.
+   */
+  soft?: boolean
+  /**
+   * Reject when the L2 did not record the invalidation (with `ERR_CACHE_L2_UNAVAILABLE`, `ERR_CACHE_L2_TIMEOUT` or
+   * `ERR_CACHE_L2`, an open circuit breaker included) instead of only reporting it to `onError`: unrecorded, it is
+   * lost for every other instance, whose L2 reads judge entries by the L2's records. This process's own entries of
+   * the tags are dropped either way. A bus that did not echo the announcement still only goes to `onError`: the
+   * record judges every later L2 read, and an instance without its bus serves its L1 for at most `busDownL1Ttl`.
+   * Default `false`; the `tiered-cache/next` handlers use `true`, as Next.js expects a lost revalidation to fail.
+   */
+  strict?: boolean
+}
+
 export interface CacheOptions {
   /**
    * Where the L2 lives. `postgres://` or `postgresql://` selects the Postgres L2; `redis://` or `rediss://` (TLS) the
@@ -274,7 +293,7 @@ export interface SetOptions {
   grace?: number
   /**
    * Tags of the entry: `invalidateTags` of any of them invalidates it (if written before the invalidation), in both
-   * tiers and on every instance. Up to 64 tags of 1 to 256 UTF-8 bytes each, scoped to the namespace like keys;
+   * tiers and on every instance. Up to 128 tags of 1 to 256 UTF-8 bytes each, scoped to the namespace like keys;
    * otherwise `ERR_CACHE_INVALID_TAG`. On Postgres the first tagged write adds the nullable columns `"staleUntil"`
    * and `"tags" TEXT[]` and creates the table `<table>_tags` (see the README). Default: none.
    */
@@ -375,7 +394,7 @@ export interface CacheStats {
   lockTimeouts: number
   /**
    * `getOrSet` calls answered with a stale value (within its `grace`): the loader failed, or outlasted the call's
-   * `timeout`, or the load another caller ran did.
+   * `timeout`, or the load another caller ran did; and `getEntry` calls answered with a stale value.
    */
   staleHits: number
   /** Background reloads started by `earlyRefresh` (at most one per entry, and one per key at a time). */
@@ -439,6 +458,17 @@ export declare class Cache {
    * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously; `Error` `ERR_CACHE_CLOSED` after `close()`.
    */
   get<T = unknown>(key: string): Promise<T | undefined>
+
+  /**
+   * Reads a value as `get` does, and also a stale one: `{ value, stale }`, `stale` true for an entry past its TTL
+   * within its grace or soft-invalidated by a tag (`invalidateTags(tags, { soft: true })`), which `get` misses. For a
+   * caller that serves stale values itself while it refreshes them (stale-while-revalidate), as the Next.js handlers
+   * of `tiered-cache/next` do. A stale answer counts in {@link CacheStats.staleHits}, and is not copied into the L1.
+   * When the L2 fails, the L1's stale copy (see {@link SetOptions.grace}) stands in and the failure goes to `onError`.
+   * @returns `undefined` on a miss.
+   * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously; `Error` `ERR_CACHE_CLOSED`.
+   */
+  getEntry<T = unknown>(key: string): Promise<{ value: T; stale: boolean } | undefined>
 
   /**
    * Writes a value to the L2 (one upsert or `SET ... PX`, carrying the bus announcement in the same round trip) and the
@@ -517,9 +547,11 @@ export declare class Cache {
    * `getOrSet` whose loader started before it returns its value but does not store it. Announced on the bus and
    * resolved once the announcement has come back, as for `delete`.
    * @throws `TypeError` `ERR_CACHE_INVALID_TAG` synchronously, nothing invalidated; `TypeError`
-   * `ERR_CACHE_INVALID_OPTION` for options other than `{ soft?: boolean }`; `Error` `ERR_CACHE_CLOSED`.
+   * `ERR_CACHE_INVALID_OPTION` for options other than {@link InvalidateTagsOptions}; `Error` `ERR_CACHE_CLOSED`.
+   * With `strict`, rejects with `ERR_CACHE_L2_UNAVAILABLE`, `ERR_CACHE_L2_TIMEOUT` or `ERR_CACHE_L2` when the L2 did
+   * not record the invalidation.
    */
-  invalidateTags(tags: string | string[], options?: { soft?: boolean }): Promise<void>
+  invalidateTags(tags: string | string[], options?: InvalidateTagsOptions): Promise<void>
 
   /**
    * The time of the latest invalidation (hard or soft) of any of `tags`, in milliseconds since the Unix epoch by the

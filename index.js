@@ -11,6 +11,9 @@ const CODES = RULES.errorCodes
 const RULE_OF = Object.fromEntries(RULES.options.map((rule) => [rule.name, rule]))
 const SET_OPTIONS = new Set(RULES.perCallOptions.set)
 const GET_OR_SET_OPTIONS = new Set(RULES.perCallOptions.getOrSet)
+const INVALIDATE_TAGS_OPTIONS = new Set(['soft', 'strict'])
+// The failures that mean the L2 did not take a call (as opposed to a bus that did not echo it).
+const L2_FAILURES = new Set([CODES.L2Unavailable, CODES.L2Timeout, CODES.L2])
 
 function cacheError(ErrorClass, code, message, options) {
   const error = new ErrorClass(message, options)
@@ -289,6 +292,14 @@ class Cache {
     })
   }
 
+  getEntry(key) {
+    checkKey(key)
+    return this.#native.getEntry(key).then((read) => {
+      this.#absorbed(read.error)
+      return read.json == null ? undefined : { value: this.#parse(read.json), stale: read.stale }
+    })
+  }
+
   set(key, value, ttl) {
     checkKey(key)
     const json = serialize(value)
@@ -525,21 +536,28 @@ class Cache {
   invalidateTags(tags, options) {
     const list = checkTagList(typeof tags === 'string' ? [tags] : tags)
     let soft = false
+    let strict = false
     if (options !== undefined) {
       if (options === null || typeof options !== 'object' || Array.isArray(options)) {
         throw cacheError(TypeError, CODES.InvalidOption, 'invalidateTags options must be an object such as { soft: true }')
       }
       for (const [name, value] of Object.entries(options)) {
-        if (name !== 'soft' || (value !== undefined && typeof value !== 'boolean')) {
-          throw cacheError(TypeError, CODES.InvalidOption, 'invalidateTags takes one option, `soft`, a boolean')
+        if (!INVALIDATE_TAGS_OPTIONS.has(name) || (value !== undefined && typeof value !== 'boolean')) {
+          throw cacheError(TypeError, CODES.InvalidOption, 'invalidateTags takes two options, `soft` and `strict`, booleans')
         }
       }
       soft = options.soft === true
+      strict = options.strict === true
     }
     const done = this.#native.invalidateTags(list, soft)
     // A load of this thread that started before may carry one of the tags: later callers do not join it.
     this.#forgetLoads()
-    return done.then((error) => this.#absorbed(error))
+    return done.then((error) => {
+      // Strict: an invalidation the L2 did not record is lost for every other instance, so the caller hears of it.
+      // A missing bus echo only delays it (the L2's record judges every later read), so it goes to onError.
+      if (strict && error && L2_FAILURES.has(error.code)) throw fromInfo(error)
+      this.#absorbed(error)
+    })
   }
 
   getTagExpiration(tags) {

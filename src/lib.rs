@@ -46,6 +46,17 @@ pub struct ReadResult {
     pub error: Option<ErrorInfo>,
 }
 
+/// The answer of a read that also finds stale entries: the JSON text and whether it is stale.
+#[napi(object, object_from_js = false)]
+pub struct EntryResult {
+    /// The value's JSON text; `undefined` on a miss, or when the L2 failed and the L1 had no stale copy.
+    pub json: Option<JsonText>,
+    /// Whether the value is stale: past its TTL within its grace, or soft-invalidated by a tag.
+    pub stale: bool,
+    /// The L2 failure the read degraded on, for `onError`.
+    pub error: Option<ErrorInfo>,
+}
+
 /// A count (or a boolean as 0/1), with the failure it absorbed.
 #[napi(object)]
 pub struct CountResult {
@@ -272,6 +283,16 @@ impl NativeCache {
         self.promise(env, self.cache(env)?.get_after_l1_miss(key), |read| ReadResult {
             json: read.value.map(JsonText),
             error: error_info(read.error),
+        })
+    }
+
+    /// Reads a key from either tier, a stale entry included: a Promise of an [`EntryResult`]. Throws
+    /// `ERR_CACHE_INVALID_KEY` or `ERR_CACHE_CLOSED` at once; L2 failures come back in the result.
+    #[napi(catch_unwind)]
+    pub fn get_entry<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
+        self.promise(env, self.cache(env)?.get_allowing_stale(key), |read| {
+            let (json, stale) = read.value.map_or((None, false), |(json, stale)| (Some(JsonText(json)), stale));
+            EntryResult { json, stale, error: error_info(read.error) }
         })
     }
 

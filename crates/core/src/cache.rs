@@ -172,6 +172,18 @@ impl Cache {
         Ok(async move { store.read_l2(&key, default_ttl_ms).await })
     }
 
+    /// Reads `key` from either tier, a stale entry included: its JSON text and whether it is stale (past its TTL
+    /// within its grace, or soft-invalidated by a tag), for a caller that serves stale values itself (Next.js's
+    /// cache handlers). Fails at once with `ERR_CACHE_INVALID_KEY`; L2 failures come back in the [`Outcome`].
+    pub fn get_allowing_stale(
+        &self,
+        key: String,
+    ) -> Result<impl Future<Output = Outcome<Option<(Json, bool)>>> + Send + 'static> {
+        self.checked_key(&key)?;
+        let (store, default_ttl_ms) = (self.store.clone(), self.handle.default_ttl_ms);
+        Ok(async move { store.read_allowing_stale(&key, default_ttl_ms).await })
+    }
+
     /// Writes `json` (JSON text as `JSON.stringify` makes it) for `ttl_seconds` (default: the option `ttl`), kept
     /// stale for `grace_seconds` more (default: the option `grace`), carrying `tags`, to both tiers. Fails at once
     /// with `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE`, `ERR_CACHE_INVALID_TTL`

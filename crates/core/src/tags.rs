@@ -17,13 +17,14 @@ use crate::error::{CacheError, ErrorKind, Result};
 
 /// The longest tag, in UTF-8 bytes.
 pub const MAX_TAG_BYTES: usize = 256;
-/// The most tags an entry, or one `invalidateTags`, may carry.
-pub const MAX_TAGS: usize = 64;
+/// The most tags an entry, or one `invalidateTags`, may carry: Next.js's own limit (`NEXT_CACHE_TAG_MAX_ITEMS`), so
+/// that every entry Next.js makes fits.
+pub const MAX_TAGS: usize = 128;
 
 /// An entry's tags: checked, without duplicates, in their first order.
 pub type Tags = Arc<[Box<str>]>;
 
-/// Checks tags as given to `set`, `getOrSet` or `invalidateTags`: 1 to 256 UTF-8 bytes each, no NUL, at most 64;
+/// Checks tags as given to `set`, `getOrSet` or `invalidateTags`: 1 to 256 UTF-8 bytes each, no NUL, at most 128;
 /// `ERR_CACHE_INVALID_TAG` otherwise. Duplicates are dropped.
 pub fn checked_tags(tags: Vec<String>) -> Result<Tags> {
     if tags.len() > MAX_TAGS {
@@ -136,7 +137,7 @@ mod tests {
     #[test]
     fn bad_tags_are_refused_and_duplicates_dropped() {
         assert_eq!(&*tags(&["a", "b", "a"]), &["a".into(), "b".into()] as &[Box<str>]);
-        for bad in [vec![String::new()], vec!["x".repeat(257)], vec!["a\0".into()], vec!["t".into(); 65]] {
+        for bad in [vec![String::new()], vec!["x".repeat(257)], vec!["a\0".into()], vec!["t".into(); MAX_TAGS + 1]] {
             assert_eq!(checked_tags(bad).unwrap_err().kind, ErrorKind::InvalidTag);
         }
         assert!(checked_tags(vec!["é".repeat(128)]).is_ok(), "256 bytes");

@@ -32,7 +32,7 @@ use crate::error::{CacheError, Result};
 use crate::flight::Flights;
 use crate::key::namespaced;
 use crate::l1::{L1Entry, L1};
-use crate::l2::{L2Hit, ServerTime, Tagged, Write, WriteCondition, L2};
+use crate::l2::{L2Hit, L2Read, ServerTime, Tagged, Write, WriteCondition, L2};
 use crate::pattern::Pattern;
 use crate::stats::{add, bump, Gauges, L2State, Stats, StatsSnapshot};
 use crate::tags::{TagTimes, Tags, Verdict};
@@ -218,6 +218,36 @@ impl Store {
         }
     }
 
+    /// A read that also finds a stale entry: the value, and whether it is stale (past its TTL within its grace, or
+    /// soft-invalidated by a tag). A fresh L2 hit is copied into the L1, a stale one is not; when the L2 fails, the
+    /// L1's stale copy stands in, as it does for a failing `getOrSet`. Stale answers count as stale hits.
+    pub async fn read_allowing_stale(&self, key: &str, default_ttl_ms: u64) -> Outcome<Option<(Json, bool)>> {
+        let inner = &self.inner;
+        if let Some(entry) = inner.l1_hit(key) {
+            return Outcome::ok(Some((Json::L1(entry), false)));
+        }
+        let stale_in_l1 = || inner.l1_stale(key).map(|entry| (Json::L1(entry), true));
+        let Some(l2) = &inner.l2 else {
+            return Outcome::ok(inner.counted(stale_in_l1()));
+        };
+        let generation = inner.generations.of(key);
+        let full = namespaced(&inner.config.namespace, key);
+        match inner.l2_get(l2, &full, inner.deadline()).await {
+            Ok(L2Read { hit: Some(hit), .. }) => {
+                bump(&inner.stats.hits);
+                bump(&inner.stats.l2_hits);
+                Outcome::ok(Some((inner.fill_l1_from(key, hit, generation, default_ttl_ms), false)))
+            }
+            Ok(L2Read { stale, .. }) => {
+                Outcome::ok(inner.counted(stale.map(|hit| (Json::Text(Arc::from(hit.json)), true))))
+            }
+            Err(error) => {
+                let fallback = stale_in_l1();
+                inner.absorb(Err(error), inner.counted(fallback))
+            }
+        }
+    }
+
     /// Writes a value to both tiers, fresh for the lifetime's TTL then kept stale for its grace, and announces it.
     /// When the L2 does not take it, the L1 keeps it for at most `busDownL1Ttl`, with no grace: no other instance
     /// saw it.
@@ -343,6 +373,12 @@ impl Inner {
     /// fall back on.
     fn l1_stale(&self, key: &str) -> Option<Arc<L1Entry>> {
         self.l1.as_ref()?.get_stale(key).filter(|entry| self.verdict_of(entry) != Verdict::Gone)
+    }
+
+    /// A stale answer counted as a stale hit, none as a miss.
+    fn counted(&self, stale: Option<(Json, bool)>) -> Option<(Json, bool)> {
+        bump(if stale.is_some() { &self.stats.stale_hits } else { &self.stats.misses });
+        stale
     }
 
     /// A live L1 entry whose tags were not invalidated since it was written, counted as an L1 hit.

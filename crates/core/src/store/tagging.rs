@@ -32,7 +32,10 @@ impl Store {
                     l1.remove_tagged(&tags);
                 }
                 inner.flights.detach_all();
-                return inner.absorb(Err(error), ());
+                // Reported even when the open breaker skipped the call (which `absorb` keeps quiet elsewhere): an
+                // invalidation lost for the other instances is news, and a strict caller rejects on it.
+                bump(&inner.stats.errors);
+                return Outcome { value: (), error: Some(error) };
             }
         };
         inner.learn_invalidation(&tags, at, soft);

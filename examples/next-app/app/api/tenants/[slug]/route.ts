@@ -1,3 +1,4 @@
+import { revalidateTag } from 'next/cache'
 import { NextResponse } from 'next/server'
 import { log } from '../../../../lib/log'
 import { normalizeSubdomain } from '../../../../lib/subdomain'
@@ -51,6 +52,8 @@ export async function PUT(request: Request, { params }: Context): Promise<NextRe
     const tenant = await updateTenant(slug, parsed.update)
     if (tenant === null) return NextResponse.json({ error: TENANT_NOT_FOUND }, { status: 404 })
     await invalidateTenantCache(slug)
+    // The restaurant's page and its 'use cache' lookup, on every instance, at once.
+    revalidateTag(`tenant:${normalizeSubdomain(slug)}`, { expire: 0 })
     return NextResponse.json({ tenant })
   } catch (err) {
     return databaseUnavailable(err)
