@@ -140,6 +140,12 @@ export interface L2BreakerOptions {
 }
 
 /** Options of {@link Cache}. Every option is optional; an invalid one throws a `TypeError` with code `ERR_CACHE_INVALID_OPTION` naming it. */
+/** {@link SetOptions} with a fence: the options of a fenced {@link Cache.set}. */
+export interface FencedSetOptions extends SetOptions {
+  /** A fence from {@link Cache.writeFence} of the same key, taken before the value's data was read. */
+  ifUnchangedSince: number
+}
+
 /** The options of {@link Cache.invalidateTags}. */
 export interface InvalidateTagsOptions {
   /**
@@ -480,6 +486,28 @@ export declare class Cache {
    * `ERR_CACHE_INVALID_TTL`; `RangeError` `ERR_CACHE_VALUE_TOO_LARGE`; `Error` `ERR_CACHE_CLOSED`.
    */
   set<T = unknown>(key: string, value: T, options?: number | SetOptions): Promise<void>
+
+  /**
+   * A fenced write: `set`, only if neither `key` nor any of the entry's tags changed (a write, `delete`,
+   * `invalidatePattern`, `clear` or `invalidateTags`, on any instance) at or after the fence, which `writeFence` took
+   * before the value's data was read, and the fence is younger than `maxLoadTime`. This is how `getOrSet` stores a
+   * loader's value, for a caller that reads its data itself (the Next.js handlers: a render that started before a
+   * `revalidateTag` must not store its result). The L2 checks it in the write's own round trip (Redis: one script;
+   * Postgres: one statement). Memory only, where this process is the only writer, it goes by the tags alone.
+   * @returns `true` when stored; `false` when dropped (counted in {@link CacheStats.loadsDiscarded}), when the L2
+   * failed (to `onError`): nobody can vouch the value is newer than a change.
+   * @throws as `set`; `TypeError` `ERR_CACHE_INVALID_TTL` for a fence that is not a non-negative integer.
+   */
+  set<T = unknown>(key: string, value: T, options: FencedSetOptions): Promise<boolean>
+
+  /**
+   * The fence of a later fenced `set` of `key` ({@link FencedSetOptions}): the L2's time now, in microseconds by its
+   * clock (memory only: this process's clock), taken by a read of `key`. Take it before reading the data the value
+   * is made from.
+   * @returns `undefined` when the L2 failed (to `onError`); a fenced write then has nothing to go by, so skip it.
+   * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously; `Error` `ERR_CACHE_CLOSED`.
+   */
+  writeFence(key: string): Promise<number | undefined>
 
   /**
    * Returns the cached value, or on a miss in both tiers calls `loader` once, stores its result in the L2 and L1 and

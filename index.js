@@ -9,7 +9,7 @@ const { NativeCache, rules, checkTags } = require('./binding.js')
 const RULES = rules()
 const CODES = RULES.errorCodes
 const RULE_OF = Object.fromEntries(RULES.options.map((rule) => [rule.name, rule]))
-const SET_OPTIONS = new Set(RULES.perCallOptions.set)
+const SET_OPTIONS = new Set([...RULES.perCallOptions.set, ...RULES.perCallOptions.fencedSet])
 const GET_OR_SET_OPTIONS = new Set(RULES.perCallOptions.getOrSet)
 const INVALIDATE_TAGS_OPTIONS = new Set(['soft', 'strict'])
 // The failures that mean the L2 did not take a call (as opposed to a bus that did not echo it).
@@ -107,6 +107,12 @@ function callOptions(argument, known) {
     }
     if (name === 'tags') {
       if (value !== undefined) checkTagList(value)
+      continue
+    }
+    if (name === 'ifUnchangedSince') {
+      if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+        throw invalidTtl(`per-call option \`ifUnchangedSince\` must be a fence from writeFence(); got ${String(value)}`)
+      }
       continue
     }
     const rule = RULE_OF[name]
@@ -304,9 +310,25 @@ class Cache {
     checkKey(key)
     const json = serialize(value)
     const call = callOptions(ttl, SET_OPTIONS)
+    if (call.ifUnchangedSince !== undefined) {
+      const fenced = this.#native.setFenced(key, json, call.ttl, call.grace, call.tags, call.ifUnchangedSince)
+      this.#forgetLoads([key])
+      return fenced.then((result) => {
+        this.#absorbed(result.error)
+        return result.count === 1
+      })
+    }
     const written = this.#native.set(key, json, call.ttl, call.grace, call.tags)
     this.#forgetLoads([key])
     return written.then((error) => this.#absorbed(error))
+  }
+
+  writeFence(key) {
+    checkKey(key)
+    return this.#native.writeFence(key).then((fence) => {
+      this.#absorbed(fence.error)
+      return fence.count < 0 ? undefined : fence.count
+    })
   }
 
   getOrSet(key, loader, options) {

@@ -36,6 +36,13 @@ import type { Cache, CacheOptions } from './index'
  */
 export type NextCacheOptions = CacheOptions | { cache: Cache; onError?: (error: Error) => void }
 
+/**
+ * The caches the handlers of this process use: one per distinct options (opened on first use) and each `Cache`
+ * given as `{ cache }` that is still referenced. For an admin page or metrics: each has `namespace`, `backend` and
+ * `stats()`. Empty until a handler has been used.
+ */
+export declare function handlerCaches(): Cache[]
+
 /** The Next.js majors whose cache handler interfaces this module speaks: `[16]`. */
 export declare const SUPPORTED_NEXT_MAJORS: readonly number[]
 
@@ -83,6 +90,10 @@ export interface UseCacheHandler {
    * most 30 days, the longest TTL), not only until `revalidate`: Next.js serves a stale entry while it renders a
    * fresh one. An entry with `expire` 0 (dynamic) is not stored. Never rejects: a stream that fails or an entry the
    * cache refuses (over `maxValueBytes`, a tag over 256 bytes) is not stored, and the failure goes to `onError`.
+   * Fenced (`Cache.writeFence` when `set` is called, as the render starts): when the key or one of the entry's tags
+   * changes on any instance while Next.js renders (an `updateTag` or `revalidateTag` during the render), or the render
+   * outlasts `maxLoadTime`, the entry is not stored, since it may hold data read before the change. Nothing is
+   * stored while the L2 is down.
    */
   set(cacheKey: string, pendingEntry: Promise<UseCacheEntry>): Promise<void>
   /** Nothing to do: the bus keeps this instance's tag times current. */
@@ -98,7 +109,9 @@ export interface UseCacheHandler {
    * of 0, entries made before become misses; with them (`revalidateTag(tag, profile)`) they become stale, served once more while Next.js
    * renders a fresh one, until their own `expire` (the profile's `expire` is not applied on top). Rejects with the
    * failure's code (`ERR_CACHE_L2_UNAVAILABLE`, `ERR_CACHE_L2_TIMEOUT`, `ERR_CACHE_L2`) when the L2 did not record
-   * the invalidation, so that it is never silently lost; see `Cache.invalidateTags`'s `strict`.
+   * the invalidation, so that it is never silently lost; see `Cache.invalidateTags`'s `strict`. `onError` also gets
+   * it, as an `Error` with the same `code`, a `tags` property (the tags not invalidated) and the failure as `cause`:
+   * Next.js runs a route handler's revalidations after its response, where their failure may not reach anyone.
    */
   updateTags(tags: string[], durations?: { expire?: number }): Promise<void>
 }
@@ -138,7 +151,10 @@ export interface IncrementalCacheHandler {
   get(key: string, ctx: { kind: string; tags?: string[]; softTags?: string[] }): Promise<IncrementalCacheHandlerValue | null>
   /**
    * Stores `data` (`null` included) with its tags, until its `cacheControl.expire` (at most 30 days, the longest
-   * TTL; 30 days without one). Never rejects: what the cache refuses goes to `onError` and is not stored.
+   * TTL; 30 days without one). Never rejects: what the cache refuses goes to `onError` and is not stored. Fenced like
+   * the `'use cache'` handler's `set`, but Next.js calls it once the value is made, so the fence covers only the
+   * write: a revalidation between a fetch's response and this call is not seen (Next.js's own handlers have the same
+   * window).
    */
   set(
     key: string,

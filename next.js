@@ -61,6 +61,21 @@ const shared = (globalThis[SHARED] ??= new Map())
 
 /** The handlers' state per `Cache` given as `{ cache }`: its invalidations in progress, shared by both handlers. */
 const GIVEN = new WeakMap()
+/** The caches given as `{ cache }`, for `handlerCaches()`; held weakly, so that a closed and dropped one goes. */
+const given = (globalThis[Symbol.for('tiered-cache.next.given')] ??= {
+  refs: new Set(),
+  add(cache) {
+    for (const ref of this.refs) if (ref.deref() === cache) return
+    this.refs.add(new WeakRef(cache))
+  },
+  *[Symbol.iterator]() {
+    for (const ref of this.refs) {
+      const cache = ref.deref()
+      if (cache === undefined) this.refs.delete(ref)
+      else yield cache
+    }
+  },
+})
 
 function sharedCache(options) {
   if (options !== undefined && (options === null || typeof options !== 'object')) {
@@ -83,6 +98,7 @@ function sharedCache(options) {
     }
     let invalidations = GIVEN.get(rest.cache)
     if (invalidations === undefined) GIVEN.set(rest.cache, (invalidations = new Map()))
+    given.add(rest.cache)
     return { cache: rest.cache, report, invalidations }
   }
   const id = JSON.stringify(rest, Object.keys(rest).sort())
@@ -94,6 +110,9 @@ function sharedCache(options) {
       get cache() {
         cache ??= new Cache({ ...rest, onError: report })
         return cache
+      },
+      get opened() {
+        return cache !== undefined
       },
       report,
       invalidations: new Map(),
@@ -125,9 +144,19 @@ function invalidate(store, tags, soft) {
   if (running === undefined) {
     const chunks = []
     for (let i = 0; i < list.length; i += RULES.maxTags) chunks.push(list.slice(i, i + RULES.maxTags))
-    running = Promise.all(chunks.map((chunk) => store.cache.invalidateTags(chunk, { soft, strict: true }))).finally(
-      () => store.invalidations.delete(id),
-    )
+    running = Promise.all(chunks.map((chunk) => store.cache.invalidateTags(chunk, { soft, strict: true })))
+      .catch((error) => {
+        // Next.js runs a route handler's revalidations after its response and may drop their failure: onError hears
+        // of it too, with the tags that were not invalidated.
+        store.report(
+          Object.assign(new Error(`tags not invalidated (${list.join(', ')}): ${error.message}`, { cause: error }), {
+            code: error.code,
+            tags: list,
+          }),
+        )
+        throw error
+      })
+      .finally(() => store.invalidations.delete(id))
     store.invalidations.set(id, running)
   }
   return running.then(() => undefined)
@@ -140,6 +169,16 @@ function invalidate(store, tags, soft) {
 async function readEntry(store, key) {
   try {
     return await store.cache.getEntry(key)
+  } catch (error) {
+    store.report(error)
+    return undefined
+  }
+}
+
+/** A write fence for `key` (see `Cache.writeFence`), or `undefined` when the L2 failed: then nothing is stored. */
+async function writeFence(store, key) {
+  try {
+    return await store.cache.writeFence(key)
   } catch (error) {
     store.report(error)
     return undefined
@@ -250,16 +289,21 @@ function createUseCacheHandler(options) {
       let settle
       const done = new Promise((resolve) => (settle = resolve))
       pending.set(cacheKey, done)
+      const key = keyOf('uc:', cacheKey, options)
       try {
+        // Taken now, while Next.js renders: a revalidation of the entry's tags (or a write of the key) on any
+        // instance during the render drops the write, since the render may have read the data before it.
+        const fence = writeFence(store, key)
         const entry = await pendingEntry
         const bytes = await readAll(entry.value)
         // An `expire` of 0 is a dynamic entry Next.js regenerates on every read: storing it would be a wasted write.
         if (entry.expire === 0 && !process.env.__NEXT_DEV_SERVER) return
         const ttl = ttlUntil(entry.timestamp, entry.expire)
-        if (ttl === undefined) return
+        const since = await fence
+        if (ttl === undefined || since === undefined) return
         const { tags, stale, timestamp, expire, revalidate } = entry
         const stored = { value: encodeBytes(bytes), tags, stale, timestamp, expire, revalidate }
-        await store.cache.set(keyOf('uc:', cacheKey, options), stored, { ttl, tags })
+        await store.cache.set(key, stored, { ttl, tags, ifUnchangedSince: since })
       } catch (error) {
         // A stream that failed, or an entry the cache refuses (too large, a bad tag): nothing is stored, so that a
         // later read renders afresh.
@@ -391,7 +435,11 @@ function createIncrementalCacheHandler(options) {
         const ttl = ttlUntil(lastModified, expire)
         if (ttl === undefined) return
         const stored = { lastModified, value: encodeValue(data), cacheControl, tags }
-        await store.cache.set(keyOf('ic:', key, options), stored, { ttl, tags })
+        const cacheKey = keyOf('ic:', key, options)
+        // Next.js hands the value over once made, so the fence covers only the write itself (see next.d.ts).
+        const since = await writeFence(store, cacheKey)
+        if (since === undefined) return
+        await store.cache.set(cacheKey, stored, { ttl, tags, ifUnchangedSince: since })
       } catch (error) {
         store.report(error)
       }
@@ -407,7 +455,19 @@ function createIncrementalCacheHandler(options) {
   }
 }
 
+/**
+ * The caches the handlers of this process use (one per distinct options, opened on first use, and every `Cache`
+ * given as `{ cache }`), for an admin page or metrics: each has `namespace`, `backend` and `stats()`.
+ */
+function handlerCaches() {
+  const caches = new Set()
+  for (const entry of shared.values()) if (entry.opened) caches.add(entry.cache)
+  for (const cache of given) caches.add(cache)
+  return [...caches]
+}
+
 module.exports = {
+  handlerCaches,
   createUseCacheHandler,
   createIncrementalCacheHandler,
   checkNextVersion,

@@ -234,6 +234,44 @@ for (const backend of BACKENDS) {
     t.is(await handler.get('page', []), undefined, 'revalidateTag(tag, { expire: 0 }) expires at once')
   })
 
+  test(`${name}: a fenced set is dropped when its key or one of its tags changed on any instance after the fence`, async (t) => {
+    const { a, b } = await twoInstances(t, backend)
+    for (let round = 0; round < 10; round++) {
+      const fence = (await a.writeFence(`k${round}`))!
+      t.true(Number.isSafeInteger(fence))
+      if (round % 3 === 0) await b.invalidateTags(`t${round}`)
+      if (round % 3 === 1) await b.set(`k${round}`, 'theirs')
+      const stored = await a.set(`k${round}`, 'mine', { tags: [`t${round}`], ifUnchangedSince: fence })
+      // Memory only there is one instance, and its fence goes by tags alone.
+      const expected = round % 3 === 2 || (backend.url === undefined && round % 3 === 1)
+      t.is(stored, expected, `round ${round}`)
+      for (const cache of [a, b]) {
+        t.is(await cache.get(`k${round}`), round % 3 === 0 ? undefined : expected ? 'mine' : 'theirs', `round ${round}`)
+      }
+    }
+    t.is((await a.stats()).loadsDiscarded, backend.url === undefined ? 4 : 7)
+    t.throws(() => a.set('k', 1, { ifUnchangedSince: -1 }), { code: 'ERR_CACHE_INVALID_TTL' })
+  })
+
+  test(`${name}: a 'use cache' render during which updateTag ran on another instance is not stored`, async (t) => {
+    const { a, b } = await twoInstances(t, backend)
+    const one = next.createUseCacheHandler({ cache: a })
+    const two = next.createUseCacheHandler({ cache: b })
+    for (let round = 0; round < 10; round++) {
+      let finish!: () => void
+      const rendered = new Promise<void>((resolve) => (finish = resolve))
+      const setting = one.set(`page${round}`, rendered.then(() => entry(stream('old data'), { tags: [`menu${round}`] })))
+      await sleep(20) // the fence is taken as the render starts
+      await two.updateTags([`menu${round}`])
+      finish()
+      await setting
+      t.is(await one.get(`page${round}`, []), undefined, `round ${round}: rendered from data read before updateTag`)
+      t.is(await two.get(`page${round}`, []), undefined, `round ${round}`)
+    }
+    await one.set('after', Promise.resolve(entry(stream('new'), { tags: ['menu0'] })))
+    t.truthy(await two.get('after', []), 'a render after the update is stored')
+  })
+
   test(`${name}: updateTags and revalidateTag of the same tags at once are one invalidation`, async (t) => {
     const { a } = await twoInstances(t, backend)
     const useCache = next.createUseCacheHandler({ cache: a })
@@ -282,9 +320,12 @@ test('long keys are stored under a digest; factories with equal options share on
   t.is((await bytesOf((await handler.get(long, []))!.value)).toString(), 'v')
   await incremental.set(long, { kind: 'REDIRECT', props: { a: 1 } }, {})
   t.deepEqual((await incremental.get(long, { kind: 'APP_PAGE' }))?.value, { kind: 'REDIRECT', props: { a: 1 } })
-  // Both handlers went through one cache: one set each, counted together.
+  // Both handlers went through one cache, which handlerCaches() lists once, with both sets counted.
   const shared = next.createUseCacheHandler({ namespace: `next-shared-${process.pid}` })
   t.truthy(await shared.get(long, []))
+  const listed = next.handlerCaches().filter((cache) => cache.namespace === `next-shared-${process.pid}`)
+  t.is(listed.length, 1)
+  t.is((await listed[0]!.stats()).sets, 2)
 })
 
 async function fakeNextApp(t: ExecutionContext, version: string): Promise<string> {

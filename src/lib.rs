@@ -314,6 +314,38 @@ impl NativeCache {
         self.promise(env, written, |written| error_info(written.error))
     }
 
+    /// The L2's time now (µs by its clock), read with `key`, as a fence for `setFenced`: a Promise of a
+    /// [`CountResult`] whose count is the fence, or -1 when the L2 failed. Throws `ERR_CACHE_INVALID_KEY` or
+    /// `ERR_CACHE_CLOSED` at once.
+    #[napi(catch_unwind)]
+    pub fn write_fence<'env>(&self, env: &'env Env, key: String) -> Result<Object<'env>> {
+        self.promise(env, self.cache(env)?.write_fence(key), |fence| CountResult {
+            count: fence.value.map_or(-1.0, |at| at as f64),
+            error: error_info(fence.error),
+        })
+    }
+
+    /// `set`, only if neither the key nor any of `tags` changed at or after `since_us` (a `writeFence`): a Promise of
+    /// a [`CountResult`], 1 when stored and 0 when dropped. Throws as `set` does.
+    #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_fenced<'env>(
+        &self,
+        env: &'env Env,
+        key: String,
+        json: String,
+        ttl_seconds: Option<f64>,
+        grace_seconds: Option<f64>,
+        tags: Option<Vec<String>>,
+        since_us: f64,
+    ) -> Result<Object<'env>> {
+        let written = self.cache(env)?.set_fenced(key, json, ttl_seconds, grace_seconds, tags, since_us);
+        self.promise(env, written, |stored| CountResult {
+            count: stored.value as u8 as f64,
+            error: error_info(stored.error),
+        })
+    }
+
     /// Removes keys from both tiers: a Promise of a [`CountResult`] of the live entries removed. Throws
     /// `ERR_CACHE_CLOSED` or, for any one bad key and before removing anything, `ERR_CACHE_INVALID_KEY`.
     #[napi(catch_unwind)]

@@ -16,6 +16,7 @@ use crate::config::HandleConfig;
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::key::validate_key;
 use crate::l1::L1Entry;
+use crate::l2::ServerTime;
 use crate::pattern::Pattern;
 use crate::registry::shared_store;
 use crate::rules::{EARLY_REFRESH, GRACE, SOFT_TIMEOUT};
@@ -202,6 +203,41 @@ impl Cache {
         let tags = checked_tags(tags.unwrap_or_default())?;
         let store = self.store.clone();
         Ok(async move { store.set(&key, json, lifetime, tags).await })
+    }
+
+    /// The L2's time now (µs by its clock), read with `key`: the fence of a later [`Self::set_fenced`] of a value
+    /// read after it. Fails at once with `ERR_CACHE_INVALID_KEY`; an L2 failure gives `None` and the error.
+    pub fn write_fence(&self, key: String) -> Result<impl Future<Output = Outcome<Option<u64>>> + Send + 'static> {
+        self.checked_key(&key)?;
+        let store = self.store.clone();
+        Ok(async move {
+            let fence = store.write_fence(&key).await;
+            Outcome { value: fence.value.map(|at| at.0), error: fence.error }
+        })
+    }
+
+    /// [`Self::set`], only if neither the key nor any of `tags` changed at or after `since_us` (a
+    /// [`Self::write_fence`]); `true` when stored. Fails at once as [`Self::set`] does, or with
+    /// `ERR_CACHE_INVALID_TTL` for a `since_us` that is not a non-negative integer.
+    pub fn set_fenced(
+        &self,
+        key: String,
+        json: String,
+        ttl_seconds: Option<f64>,
+        grace_seconds: Option<f64>,
+        tags: Option<Vec<String>>,
+        since_us: f64,
+    ) -> Result<impl Future<Output = Outcome<bool>> + Send + 'static> {
+        self.checked_key(&key)?;
+        validate_json(&json, self.handle.max_value_bytes)?;
+        let lifetime = self.lifetime(ttl_seconds, grace_seconds)?;
+        let tags = checked_tags(tags.unwrap_or_default())?;
+        // A JavaScript number holds an integer exactly up to 2^53.
+        if !(since_us >= 0.0 && since_us.fract() == 0.0 && since_us <= 9_007_199_254_740_992.0) {
+            return Err(CacheError::new(ErrorKind::InvalidTtl, "`ifUnchangedSince` must be a write fence".to_owned()));
+        }
+        let store = self.store.clone();
+        Ok(async move { store.set_fenced(&key, json, lifetime, tags, ServerTime(since_us as u64)).await })
     }
 
     /// Removes keys from both tiers; the count of live entries removed. Fails at once with `ERR_CACHE_INVALID_KEY`

@@ -145,11 +145,14 @@ pub struct PerCallOptions {
     pub set: &'static [&'static str],
     /// `getOrSet(key, loader, { ... })`.
     pub get_or_set: &'static [&'static str],
+    /// What `set` also takes to become a fenced write: `ifUnchangedSince`, a `writeFence`.
+    pub fenced_set: &'static [&'static str],
 }
 
 /// The options each call takes.
 pub const PER_CALL_OPTIONS: PerCallOptions = PerCallOptions {
     set: &["ttl", "grace", "tags"],
+    fenced_set: &["ifUnchangedSince"],
     get_or_set: &["ttl", "grace", "tags", "timeout", "hardTimeout", "earlyRefresh"],
 };
 

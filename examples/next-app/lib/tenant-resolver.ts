@@ -62,6 +62,32 @@ export async function preloadTenantCache(): Promise<number> {
   return tenants.length
 }
 
+/**
+ * Warms every active tenant through `getOrSet` (the cron route's job): one database read for the list, then each
+ * tenant not cached on any instance is stored, with getOrSet's single-flight across instances, so two warm-ups at
+ * once store each tenant once. A cached "not found" for a tenant that has since signed up is replaced. Returns how
+ * many active tenants there are and how many this call stored.
+ */
+export async function warmTenantCache(): Promise<{ tenants: number; stored: number }> {
+  const tenants = await findActiveTenants()
+  const cache = getCaches().tenant
+  let stored = 0
+  const warm = async (tenant: Tenant) => {
+    const cached = await cache.getOrSet<Tenant | null>(tenant.slug, () => {
+      stored += 1
+      return tenant
+    })
+    if (cached === null) {
+      await cache.set(tenant.slug, tenant)
+      stored += 1
+    }
+  }
+  for (let start = 0; start < tenants.length; start += PRELOAD_CONCURRENCY) {
+    await Promise.all(tenants.slice(start, start + PRELOAD_CONCURRENCY).map(warm))
+  }
+  return { tenants: tenants.length, stored }
+}
+
 /** Drops a tenant from the cache of every instance; the next lookup reads it again. */
 export async function invalidateTenantCache(subdomain: string): Promise<void> {
   const slug = normalizeSubdomain(subdomain)

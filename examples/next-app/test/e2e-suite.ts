@@ -61,6 +61,7 @@ export function defineE2eSuite(backend: Backend, seededSlugOffset: number): void
   const database = new TestDatabase()
   let server1: AppServer
   let server2: AppServer
+  let standalone: AppServer
   const started: AppServer[] = []
   let seeded: string[] = []
   let upstream: Upstream | undefined
@@ -84,15 +85,19 @@ export function defineE2eSuite(backend: Backend, seededSlugOffset: number): void
     inactive = await database.slugs(false, seededSlugOffset, 1)
     const env = { CACHE_URL: cacheUrl(backend), CACHE_NAMESPACE_PREFIX: namespacePrefix, DATABASE_URL, PRICES_URL: upstream.url }
     // Started together, kept as soon as each is up: one failing to start must not leave the other unstopped.
-    const starting = ['server 1', 'server 2'].map((name) =>
-      startServer(name, env).then((server) => {
+    const starting = ['server 1', 'server 2', 'server 3 (standalone)'].map((name) =>
+      startServer(name, env, name.includes('standalone')).then((server) => {
         started.push(server)
         return server
       }),
     )
     const outcomes = await Promise.allSettled(starting)
     for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason
-    ;[server1, server2] = started.sort((a, b) => a.name.localeCompare(b.name)) as [AppServer, AppServer]
+    ;[server1, server2, standalone] = [...started].sort((a, b) => a.name.localeCompare(b.name)) as [
+      AppServer,
+      AppServer,
+      AppServer,
+    ]
   })
 
   test.after.always(async () => {
@@ -282,12 +287,16 @@ export function defineE2eSuite(backend: Backend, seededSlugOffset: number): void
     t.true(page.html.includes(`<h1>${row?.name}</h1>`), page.html.slice(0, 500))
   })
 
-  defineNextCacheChecks(
+  defineNextCacheChecks({
     backend,
-    () => [server1, server2],
-    seededSlug,
-    () => upstream!,
-  )
+    servers: () => [server1, server2],
+    standalone: () => standalone,
+    slugOf: seededSlug,
+    upstream: () => upstream!,
+    tenantNamespace: `${namespacePrefix}tenant`,
+    nextNamespace: `${namespacePrefix}${NEXT_CACHE_NAMESPACE}`,
+    cacheUrl: cacheUrl(backend),
+  })
 
   test.serial(`${backend}: the stats route shows the hits, on the ${backend} L2`, async (t) => {
     const [stats1, stats2] = await Promise.all([cacheStats(server1), cacheStats(server2)])

@@ -268,6 +268,63 @@ impl Store {
         inner.absorb(result.map(|_| ()), ())
     }
 
+    /// The L2's time now, in µs by its clock, from a read of `key` (memory only: the store's clock): a
+    /// [`Self::set_fenced`] of a value read after it is dropped if the key or one of its tags changed since. `None`
+    /// when the L2 failed (the failure in the outcome).
+    pub async fn write_fence(&self, key: &str) -> Outcome<Option<ServerTime>> {
+        let inner = &self.inner;
+        let Some(l2) = &inner.l2 else {
+            return Outcome::ok(Some(ServerTime(inner.local_now_us())));
+        };
+        let full = namespaced(&inner.config.namespace, key);
+        let read = inner.l2_get(l2, &full, inner.deadline()).await.map(|read| Some(read.at));
+        inner.absorb(read, None)
+    }
+
+    /// Writes a value made from data read after `since` (a [`Self::write_fence`]), as `getOrSet` stores a loader's:
+    /// only if neither the key nor any of its tags changed at or after `since`, within `maxLoadTime`, since the value
+    /// may predate that change. `true` when stored; a dropped write counts as a discarded load and leaves no L1 copy.
+    /// When the L2 fails nothing is stored: no one can vouch that the value is not older than a change.
+    pub async fn set_fenced(
+        &self,
+        key: &str,
+        json: String,
+        lifetime: Lifetime,
+        tags: Tags,
+        since: ServerTime,
+    ) -> Outcome<bool> {
+        let inner = &self.inner;
+        bump(&inner.stats.sets);
+        let generation = inner.generations.of(key);
+        let Some(l2) = &inner.l2 else {
+            // Memory only: the tags' invalidations are all this process's own, in its table.
+            let unchanged = inner.tag_times.verdict(&tags, since.0) == Verdict::Valid;
+            if unchanged {
+                let written = Some(ServerTime(inner.local_now_us()));
+                inner.apply_write(key, json.into_boxed_str(), lifetime, &tags, written, generation);
+            } else {
+                bump(&inner.stats.loads_discarded);
+            }
+            return Outcome::ok(unchanged);
+        };
+        let condition = WriteCondition::UnchangedSince(since);
+        let write = Write { lifetime, condition, bus_message: None, tags: &tags };
+        let outcome = match inner.write_to_l2(l2, key, &json, write, inner.deadline()).await {
+            Ok(Some(at)) => {
+                inner.apply_write(key, json.into_boxed_str(), lifetime, &tags, Some(at), generation);
+                Outcome::ok(true)
+            }
+            Ok(None) => {
+                bump(&inner.stats.loads_discarded);
+                inner.forget_key(key);
+                Outcome::ok(false)
+            }
+            Err(error) => inner.absorb(Err(error), false),
+        };
+        inner.flights.detach(key);
+        outcome
+    }
+
     /// Removes keys from both tiers and waits for the bus to carry the removal; counts what the L2 held (the L1 when
     /// memory only).
     pub async fn delete(&self, keys: Vec<String>) -> Outcome<u64> {

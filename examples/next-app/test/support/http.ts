@@ -45,6 +45,7 @@ export interface CacheStatsAnswer {
   l2Hits: number
   loaderCalls: number
   errors: number
+  sets: number
   hitRate: number
   busReceived: number
 }

@@ -5,6 +5,8 @@ import { fileURLToPath } from 'node:url'
 
 export const APP_DIR = fileURLToPath(new URL('../..', import.meta.url))
 const NEXT_BIN = fileURLToPath(new URL('../../node_modules/next/dist/bin/next', import.meta.url))
+/** The `output: 'standalone'` server `npm run build:standalone` writes: server.js with only the files it traced. */
+const STANDALONE_DIR = fileURLToPath(new URL('../../.next-standalone/standalone', import.meta.url))
 
 export interface Exit {
   code: number | null
@@ -57,15 +59,18 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * Starts `next start` on a free loopback port and resolves once it answers HTTP, which Next.js does only after
+ * Starts `next start` (or, `standalone`, the standalone server.js) on a free loopback port and resolves once it answers HTTP, which Next.js does only after
  * instrumentation's register() has finished.
  */
-export async function startServer(name: string, env: Record<string, string>): Promise<AppServer> {
+export async function startServer(name: string, env: Record<string, string>, standalone = false): Promise<AppServer> {
   const port = await freePort()
-  // node runs the Next.js CLI directly, not through npx, so the pid is the server's own.
-  const child = spawn(process.execPath, [NEXT_BIN, 'start', '--port', String(port), '--hostname', '127.0.0.1'], {
-    cwd: APP_DIR,
-    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', ...env },
+  // node runs the Next.js CLI (or the standalone server.js) directly, not through npx, so the pid is the server's own.
+  const [args, cwd] = standalone
+    ? [['server.js'], STANDALONE_DIR]
+    : [[NEXT_BIN, 'start', '--port', String(port), '--hostname', '127.0.0.1'], APP_DIR]
+  const child = spawn(process.execPath, args, {
+    cwd,
+    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', PORT: String(port), HOSTNAME: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   if (child.pid === undefined) throw new Error(`${name}: next start did not spawn`)
