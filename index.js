@@ -300,6 +300,9 @@ class Cache {
 
   getEntry(key) {
     checkKey(key)
+    // Always through the native read, even for an L1 hit: measured in bench/next, answering a hit synchronously cut
+    // Next.js's requests/s by a third (2,300 against 3,700 on a cached page), because its response cache lets
+    // concurrent requests for one page share a get only while that get is pending.
     return this.#native.getEntry(key).then((read) => {
       this.#absorbed(read.error)
       return read.json == null ? undefined : { value: this.#parse(read.json), stale: read.stale }
@@ -310,17 +313,13 @@ class Cache {
     checkKey(key)
     const json = serialize(value)
     const call = callOptions(ttl, SET_OPTIONS)
-    if (call.ifUnchangedSince !== undefined) {
-      const fenced = this.#native.setFenced(key, json, call.ttl, call.grace, call.tags, call.ifUnchangedSince)
-      this.#forgetLoads([key])
-      return fenced.then((result) => {
-        this.#absorbed(result.error)
-        return result.count === 1
-      })
-    }
-    const written = this.#native.set(key, json, call.ttl, call.grace, call.tags)
+    const written = this.#native.set(key, json, call.ttl, call.grace, call.tags, call.ifUnchangedSince)
     this.#forgetLoads([key])
-    return written.then((error) => this.#absorbed(error))
+    if (call.ifUnchangedSince === undefined) return written.then((result) => this.#absorbed(result.error))
+    return written.then((result) => {
+      this.#absorbed(result.error)
+      return result.count === 1
+    })
   }
 
   writeFence(key) {

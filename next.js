@@ -163,37 +163,26 @@ function invalidate(store, tags, soft) {
 }
 
 /**
- * An entry, stale ones included, or `undefined`. L2 failures are absorbed by the cache (to `onError`); what throws
- * here (a closed cache) is reported too: a handler's read never fails a render.
+ * `call()`, or `fallback` when it throws (a closed cache; L2 failures the cache absorbs itself, to `onError`), the
+ * error reported: a handler's read or write never fails a render.
  */
-async function readEntry(store, key) {
+async function reported(store, call, fallback) {
   try {
-    return await store.cache.getEntry(key)
+    return await call()
   } catch (error) {
     store.report(error)
-    return undefined
+    return fallback
   }
 }
+
+/** An entry, stale ones included, or `undefined`. */
+const readEntry = (store, key) => reported(store, () => store.cache.getEntry(key), undefined)
 
 /** A write fence for `key` (see `Cache.writeFence`), or `undefined` when the L2 failed: then nothing is stored. */
-async function writeFence(store, key) {
-  try {
-    return await store.cache.writeFence(key)
-  } catch (error) {
-    store.report(error)
-    return undefined
-  }
-}
+const writeFence = (store, key) => reported(store, () => store.cache.writeFence(key), undefined)
 
 /** The latest invalidation of any of `tags` (ms, the L2's clock), 0 when none or when it cannot be read. */
-async function tagExpiration(store, tags) {
-  try {
-    return await store.cache.getTagExpiration(tags)
-  } catch (error) {
-    store.report(error)
-    return 0
-  }
-}
+const tagExpiration = (store, tags) => reported(store, () => store.cache.getTagExpiration(tags), 0)
 
 /**
  * The cache key of a Next.js key: a prefix per handler, and a SHA-256 digest in place of a key longer than the

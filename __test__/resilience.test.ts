@@ -61,7 +61,8 @@ test('close() aborts the signal of a loader still running', async (t) => {
     context = ctx
     return new Promise<string>((resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)))
   })
-  await sleep(20)
+  // The loader starts once the native side has answered: on a loaded machine, later than any fixed sleep.
+  while (context === undefined) await sleep(5)
   await cache.close()
   t.true(context.signal.aborted)
   t.is((context.signal.reason as CacheError).code, 'ERR_CACHE_CLOSED')

@@ -297,10 +297,13 @@ impl NativeCache {
     }
 
     /// Writes `json` for `ttl_seconds` (default: the `ttl` option), kept stale for `grace_seconds` more (default:
-    /// the `grace` option), carrying `tags`, to both tiers: a Promise of the absorbed failure, or of nothing. Throws
-    /// `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` (a `RangeError`),
-    /// `ERR_CACHE_INVALID_TTL`, `ERR_CACHE_INVALID_TAG` or `ERR_CACHE_CLOSED` at once.
+    /// the `grace` option), carrying `tags`, to both tiers; with `fence_us` (a `writeFence`) only if neither the key
+    /// nor any of `tags` changed since. A Promise of a [`CountResult`]: 1 when written, 0 when a fenced write was
+    /// dropped, with the absorbed failure. Throws `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`,
+    /// `ERR_CACHE_VALUE_TOO_LARGE` (a `RangeError`), `ERR_CACHE_INVALID_TTL`, `ERR_CACHE_INVALID_TAG` or
+    /// `ERR_CACHE_CLOSED` at once.
     #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
     pub fn set<'env>(
         &self,
         env: &'env Env,
@@ -309,9 +312,13 @@ impl NativeCache {
         ttl_seconds: Option<f64>,
         grace_seconds: Option<f64>,
         tags: Option<Vec<String>>,
+        fence_us: Option<f64>,
     ) -> Result<Object<'env>> {
-        let written = self.cache(env)?.set(key, json, ttl_seconds, grace_seconds, tags);
-        self.promise(env, written, |written| error_info(written.error))
+        let written = self.cache(env)?.set(key, json, ttl_seconds, grace_seconds, tags, fence_us);
+        self.promise(env, written, |written| CountResult {
+            count: written.value as u8 as f64,
+            error: error_info(written.error),
+        })
     }
 
     /// The L2's time now (µs by its clock), read with `key`, as a fence for `setFenced`: a Promise of a
@@ -322,27 +329,6 @@ impl NativeCache {
         self.promise(env, self.cache(env)?.write_fence(key), |fence| CountResult {
             count: fence.value.map_or(-1.0, |at| at as f64),
             error: error_info(fence.error),
-        })
-    }
-
-    /// `set`, only if neither the key nor any of `tags` changed at or after `since_us` (a `writeFence`): a Promise of
-    /// a [`CountResult`], 1 when stored and 0 when dropped. Throws as `set` does.
-    #[napi(catch_unwind)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn set_fenced<'env>(
-        &self,
-        env: &'env Env,
-        key: String,
-        json: String,
-        ttl_seconds: Option<f64>,
-        grace_seconds: Option<f64>,
-        tags: Option<Vec<String>>,
-        since_us: f64,
-    ) -> Result<Object<'env>> {
-        let written = self.cache(env)?.set_fenced(key, json, ttl_seconds, grace_seconds, tags, since_us);
-        self.promise(env, written, |stored| CountResult {
-            count: stored.value as u8 as f64,
-            error: error_info(stored.error),
         })
     }
 

@@ -23,6 +23,8 @@ const REPO = path.resolve(HERE, '../..')
 const APP = path.join(REPO, 'examples/next-app')
 const NEXT_BIN = path.join(APP, 'node_modules/next/dist/bin/next')
 const QUICK = process.argv.includes('--quick')
+// `--only=tiered-cache,next-default`: some variants (for development; targets and BENCHMARKS.md need all three).
+const ONLY = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',')
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/next_example'
 const REPS = QUICK ? 1 : 3
@@ -30,10 +32,16 @@ const DURATION_S = QUICK ? 1 : 10
 const CONNECTIONS = 16
 const PREFIX = `tcbench-next-${process.pid}-`
 
+// Turbopack takes a cache handler from inside the app only: the peer's goes into a folder of the app's that git
+// ignores, and loads the package from bench/node_modules.
+const PEER_DIR = path.join(APP, '.next-bench-peer')
+const PEER_HANDLER = path.join(PEER_DIR, 'fortedigital-handler.cjs')
+
 const VARIANTS = {
   'tiered-cache': { CACHE_URL: REDIS_URL },
   'next-default': { NEXT_CACHE_HANDLERS: 'default' },
-  fortedigital: { NEXT_INCREMENTAL_HANDLER: path.join(HERE, 'fortedigital-handler.mjs'), REDIS_URL },
+  // The peer requires `next` (a peer dependency): the app's, which NODE_PATH lends to CommonJS requires from bench/.
+  fortedigital: { NEXT_INCREMENTAL_HANDLER: PEER_HANDLER, REDIS_URL, NODE_PATH: path.join(APP, 'node_modules') },
 }
 
 function log(message) {
@@ -121,12 +129,17 @@ async function cleanupRedis() {
   redis.disconnect()
 }
 
+mkdirSync(PEER_DIR, { recursive: true })
+writeFileSync(
+  PEER_HANDLER,
+  `module.exports = require(${JSON.stringify(path.join(HERE, 'fortedigital-handler.cjs'))})\n`,
+)
 execFileSync('npm', ['run', 'seed'], { cwd: APP, stdio: ['ignore', 'ignore', 'inherit'] })
 const tenant = await slug()
 const pages = { "'use cache' (/menu/:slug)": `/menu/${tenant}`, 'ISR (/:slug)': `/${tenant}` }
 const results = {}
 try {
-  for (const [variant, variantEnv] of Object.entries(VARIANTS)) {
+  for (const [variant, variantEnv] of Object.entries(VARIANTS).filter(([name]) => !ONLY || ONLY.includes(name))) {
     const distDir = `.next-bench-${variant}`
     const env = {
       ...process.env,
@@ -138,7 +151,13 @@ try {
     }
     if (!('CACHE_URL' in variantEnv)) delete env.CACHE_URL
     log(`${variant}: next build`)
-    execFileSync(process.execPath, [NEXT_BIN, 'build'], { cwd: APP, env, stdio: ['ignore', 'ignore', 'inherit'] })
+    // next build adds its distDir's type folders to the app's tsconfig.json: put it back, to leave the tree clean.
+    const tsconfig = readFileSync(path.join(APP, 'tsconfig.json'), 'utf8')
+    try {
+      execFileSync(process.execPath, [NEXT_BIN, 'build'], { cwd: APP, env, stdio: ['ignore', 'ignore', 'inherit'] })
+    } finally {
+      writeFileSync(path.join(APP, 'tsconfig.json'), tsconfig)
+    }
     const servers = await Promise.all([startServer(env), startServer(env)])
     try {
       results[variant] = {}
@@ -152,10 +171,21 @@ try {
       rmSync(path.join(APP, distDir), { recursive: true, force: true })
     }
   }
+  // The handler alone: one `get` of a cached page in each incremental handler, outside Next.js.
+  const handlerGet = JSON.parse(
+    execFileSync(process.execPath, [path.join(HERE, 'handler-get.cjs')], {
+      env: { ...process.env, REDIS_URL, CACHE_NAMESPACE_PREFIX: PREFIX, NODE_PATH: path.join(APP, 'node_modules'), ...(QUICK ? { GETS: '100', REPS: '1' } : {}) },
+      encoding: 'utf8',
+    }),
+  )
+  results.handlerGet = handlerGet
+  log(`one get of a cached page: tiered-cache ${handlerGet.tieredCacheUs.toFixed(1)} µs, fortedigital ${handlerGet.fortedigitalUs.toFixed(1)} µs`)
 } finally {
   await cleanupRedis()
+  rmSync(PEER_DIR, { recursive: true, force: true })
 }
 
+if (ONLY) process.exit(0)
 const ratio = (a, b) => a / b
 const targets = Object.keys(pages).flatMap((page) => {
   const ours = results['tiered-cache'][page].rps
@@ -179,13 +209,13 @@ const targets = Object.keys(pages).flatMap((page) => {
   return list
 })
 
+const fmt = (n) => Math.round(n).toLocaleString('en-US')
 const stamp = new Date().toISOString().slice(0, 19).replace(/:/g, '-')
 const outDir = QUICK ? path.join(os.tmpdir(), 'tiered-cache-bench-quick') : path.join(REPO, 'bench/results')
 mkdirSync(outDir, { recursive: true })
 const json = { started: stamp, quick: QUICK, machine: { cpus: os.cpus().length, node: process.version }, settings: { REPS, DURATION_S, CONNECTIONS, instances: 2 }, results, targets }
 writeFileSync(path.join(outDir, `next-${stamp}.json`), JSON.stringify(json, null, 2) + '\n')
 
-const fmt = (n) => Math.round(n).toLocaleString('en-US')
 const lines = [
   '<!-- next:start -->',
   '## Next.js pages (bench/next)',
@@ -200,6 +230,10 @@ const lines = [
   }),
   '',
   "fortedigital has no 'use cache' handler: on the 'use cache' page its column is Next.js's in-memory handler again.",
+  '',
+  `The handler alone, outside Next.js (bench/next/handler-get.cjs): one \`get\` of a cached 10 KB page takes ${results.handlerGet.tieredCacheUs.toFixed(1)} µs in tiered-cache/next (an L1 hit, through the native read) and ${results.handlerGet.fortedigitalUs.toFixed(1)} µs in fortedigital (a Redis GET and a JSON parse), one after another. A request costs about ${fmt((os.cpus().length * 1e6) / results['tiered-cache']['ISR (/:slug)'].rps)} µs of CPU here (${os.cpus().length} cores shared by both servers and the load generator), nearly all of it Next.js's own rendering and response work.`,
+  '',
+  "Why the 1.5x target over fortedigital is missed: the handler is a small share of a request's CPU. Most of the peer's 0.3 ms is waiting on Redis, during which Next.js serves other requests, and concurrent requests for one page share one pending `get` (Next.js's response cache batches them): measured, answering an L1 hit synchronously instead lowered tiered-cache to about 2,300 req/s, since requests stopped sharing gets. What would close it is less work per request in Next.js itself, not in the handler; on this machine the ceiling is Next.js's in-memory handler, which tiered-cache matches while staying coherent across instances.",
   '',
   '| page | target | ratio | met |',
   '| --- | --- | --- | --- |',

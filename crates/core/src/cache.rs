@@ -186,9 +186,11 @@ impl Cache {
     }
 
     /// Writes `json` (JSON text as `JSON.stringify` makes it) for `ttl_seconds` (default: the option `ttl`), kept
-    /// stale for `grace_seconds` more (default: the option `grace`), carrying `tags`, to both tiers. Fails at once
-    /// with `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE`, `ERR_CACHE_INVALID_TTL`
-    /// or `ERR_CACHE_INVALID_TAG`.
+    /// stale for `grace_seconds` more (default: the option `grace`), carrying `tags`, to both tiers. With
+    /// `fence_us` (a [`Self::write_fence`]), only if neither the key nor any of `tags` changed at or after it: a
+    /// fenced write. `true` when written (always, unfenced). Fails at once with `ERR_CACHE_INVALID_KEY`,
+    /// `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE`, `ERR_CACHE_INVALID_TTL` (a fence that is not a
+    /// non-negative integer included) or `ERR_CACHE_INVALID_TAG`.
     pub fn set(
         &self,
         key: String,
@@ -196,13 +198,28 @@ impl Cache {
         ttl_seconds: Option<f64>,
         grace_seconds: Option<f64>,
         tags: Option<Vec<String>>,
-    ) -> Result<impl Future<Output = Outcome<()>> + Send + 'static> {
+        fence_us: Option<f64>,
+    ) -> Result<impl Future<Output = Outcome<bool>> + Send + 'static> {
         self.checked_key(&key)?;
         validate_json(&json, self.handle.max_value_bytes)?;
         let lifetime = self.lifetime(ttl_seconds, grace_seconds)?;
         let tags = checked_tags(tags.unwrap_or_default())?;
+        // A JavaScript number holds an integer exactly up to 2^53.
+        let fence = match fence_us {
+            Some(us) if us >= 0.0 && us.fract() == 0.0 && us <= 9_007_199_254_740_992.0 => Some(ServerTime(us as u64)),
+            Some(_) => return Err(CacheError::new(ErrorKind::InvalidTtl, "`ifUnchangedSince` must be a write fence")),
+            None => None,
+        };
         let store = self.store.clone();
-        Ok(async move { store.set(&key, json, lifetime, tags).await })
+        Ok(async move {
+            match fence {
+                Some(since) => store.set_fenced(&key, json, lifetime, tags, since).await,
+                None => {
+                    let written = store.set(&key, json, lifetime, tags).await;
+                    Outcome { value: true, error: written.error }
+                }
+            }
+        })
     }
 
     /// The L2's time now (µs by its clock), read with `key`: the fence of a later [`Self::set_fenced`] of a value
@@ -214,30 +231,6 @@ impl Cache {
             let fence = store.write_fence(&key).await;
             Outcome { value: fence.value.map(|at| at.0), error: fence.error }
         })
-    }
-
-    /// [`Self::set`], only if neither the key nor any of `tags` changed at or after `since_us` (a
-    /// [`Self::write_fence`]); `true` when stored. Fails at once as [`Self::set`] does, or with
-    /// `ERR_CACHE_INVALID_TTL` for a `since_us` that is not a non-negative integer.
-    pub fn set_fenced(
-        &self,
-        key: String,
-        json: String,
-        ttl_seconds: Option<f64>,
-        grace_seconds: Option<f64>,
-        tags: Option<Vec<String>>,
-        since_us: f64,
-    ) -> Result<impl Future<Output = Outcome<bool>> + Send + 'static> {
-        self.checked_key(&key)?;
-        validate_json(&json, self.handle.max_value_bytes)?;
-        let lifetime = self.lifetime(ttl_seconds, grace_seconds)?;
-        let tags = checked_tags(tags.unwrap_or_default())?;
-        // A JavaScript number holds an integer exactly up to 2^53.
-        if !(since_us >= 0.0 && since_us.fract() == 0.0 && since_us <= 9_007_199_254_740_992.0) {
-            return Err(CacheError::new(ErrorKind::InvalidTtl, "`ifUnchangedSince` must be a write fence".to_owned()));
-        }
-        let store = self.store.clone();
-        Ok(async move { store.set_fenced(&key, json, lifetime, tags, ServerTime(since_us as u64)).await })
     }
 
     /// Removes keys from both tiers; the count of live entries removed. Fails at once with `ERR_CACHE_INVALID_KEY`

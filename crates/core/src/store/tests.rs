@@ -654,3 +654,52 @@ async fn memory_only_concurrent_writes_of_different_keys_are_all_kept() {
     let lost = (0..20_000).filter(|i| store.l1_get(&format!("k{i}")).is_none()).count();
     assert_eq!(lost, 0, "writes lost");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_write_is_dropped_when_the_key_or_a_tag_changed_after_its_fence_on_another_instance() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    let fence = a.write_fence("k").await.value.expect("the L2 answered");
+    b.invalidate_tags(tags(&["t"]), false).await;
+    let stored = a.set_fenced("k", "\"read before\"".into(), Lifetime::fresh(TTL_MS), tags(&["t"]), fence).await;
+    assert!(!stored.value);
+    assert_eq!(text(&a, "k").await, None, "no L1 copy either");
+    assert_eq!(text(&b, "k").await, None);
+
+    // The paused clock stands still: a fence in a change's own tick counts as before it.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let fence = a.write_fence("k").await.value.unwrap();
+    b.set("k", "\"theirs\"".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
+    assert!(!a.set_fenced("k", "\"mine\"".into(), Lifetime::fresh(TTL_MS), tags(&["t"]), fence).await.value);
+    assert_eq!(text(&a, "k").await.as_deref(), Some("\"theirs\""), "the newer write stands");
+
+    // The paused clock stands still: a fence in a change's own tick counts as before it.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let fence = a.write_fence("k").await.value.unwrap();
+    let stored = a.set_fenced("k", "\"mine\"".into(), Lifetime::fresh(TTL_MS), tags(&["t"]), fence).await;
+    assert!(stored.value, "{fence:?} {:?}", stored.error);
+    // b drops its own copy when the write's bus message reaches it.
+    until(|| b.l1_peek("k").is_none()).await;
+    assert_eq!(text(&b, "k").await.as_deref(), Some("\"mine\""), "nothing changed: stored, on both instances");
+    assert_eq!(a.stats().loads_discarded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_allowing_stale_flags_what_get_misses() {
+    let (name, _server) = server();
+    let (a, b) = two_instances(&name).await;
+    a.set("k", "\"old\"".into(), GRACEFUL, tags(&["t"])).await;
+    let read = |store: &Store| {
+        let store = handle(store);
+        async move {
+            store.read_allowing_stale("k", TTL_MS).await.value.map(|(json, stale)| (json.as_str().to_owned(), stale))
+        }
+    };
+    assert_eq!(read(&b).await, Some(("\"old\"".to_owned(), false)));
+    a.invalidate_tags(tags(&["t"]), true).await;
+    assert_eq!(text(&b, "k").await, None, "get misses a soft-invalidated entry");
+    assert_eq!(read(&b).await, Some(("\"old\"".to_owned(), true)));
+    a.invalidate_tags(tags(&["t"]), false).await;
+    assert_eq!(read(&b).await, None, "a hard invalidation leaves nothing");
+    assert!(b.stats().stale_hits >= 1);
+}
