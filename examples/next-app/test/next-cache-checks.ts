@@ -15,7 +15,7 @@ import type { AppServer } from './support/servers'
 const RENDER_BOUND_MS = 10_000
 // How long a server may still answer the old copy after POST /api/revalidate answered: Next.js runs a route
 // handler's revalidations after its response (waitUntil), then the bus carries them to the other instances, both in
-// milliseconds; this only allows for a loaded machine. (A Server Action's updateTag is done before it answers.)
+// milliseconds; this only allows for a loaded machine.
 const BUS_BOUND_MS = 2_000
 
 /** The upstream price service the app's fetch cache sits in front of: counts the requests per path. */
