@@ -109,9 +109,11 @@ function callOptions(argument, known) {
       if (value !== undefined) checkTagList(value)
       continue
     }
+    // A fence has no numeric rule: the core checks its range (every set reaches the core); only its type is here,
+    // where the binding would otherwise throw a conversion error without our code.
     if (name === 'ifUnchangedSince') {
-      if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
-        throw invalidTtl(`per-call option \`ifUnchangedSince\` must be a fence from writeFence(); got ${String(value)}`)
+      if (value !== undefined && typeof value !== 'number') {
+        throw invalidTtl(`per-call option \`ifUnchangedSince\` must be a fence from writeFence(); got ${typeof value}`)
       }
       continue
     }
@@ -315,10 +317,11 @@ class Cache {
     const call = callOptions(ttl, SET_OPTIONS)
     const written = this.#native.set(key, json, call.ttl, call.grace, call.tags, call.ifUnchangedSince)
     this.#forgetLoads([key])
-    if (call.ifUnchangedSince === undefined) return written.then((result) => this.#absorbed(result.error))
+    const fenced = call.ifUnchangedSince !== undefined
     return written.then((result) => {
       this.#absorbed(result.error)
-      return result.count === 1
+      // Only a fenced write says whether it was stored; a plain one resolves to nothing, as it always has.
+      if (fenced) return result.count === 1
     })
   }
 

@@ -27,6 +27,10 @@ const NEXT_CACHE_TAGS_HEADER = 'x-next-cache-tags'
 /** An entry without an `expire` of its own is kept this long: the longest TTL a `Cache` takes (seconds). */
 const LONGEST_TTL_S = RULE_OF.ttl.max
 
+function invalidOption(message) {
+  return Object.assign(new TypeError(message), { code: RULES.errorCodes.InvalidOption })
+}
+
 function nextError(message) {
   const error = new Error(message)
   error.code = ERR_NEXT_VERSION
@@ -79,11 +83,11 @@ const given = (globalThis[Symbol.for('tiered-cache.next.given')] ??= {
 
 function sharedCache(options) {
   if (options !== undefined && (options === null || typeof options !== 'object')) {
-    throw Object.assign(new TypeError('the handler options must be an object'), { code: 'ERR_CACHE_INVALID_OPTION' })
+    throw invalidOption('the handler options must be an object')
   }
   const { onError, ...rest } = { namespace: DEFAULT_NAMESPACE, ...options }
   if (onError !== undefined && typeof onError !== 'function') {
-    throw Object.assign(new TypeError('option `onError` must be a function'), { code: 'ERR_CACHE_INVALID_OPTION' })
+    throw invalidOption('option `onError` must be a function')
   }
   const report = (error) => {
     try {
@@ -94,7 +98,7 @@ function sharedCache(options) {
   }
   if (rest.cache !== undefined) {
     if (!(rest.cache instanceof Cache)) {
-      throw Object.assign(new TypeError('option `cache` must be a Cache'), { code: 'ERR_CACHE_INVALID_OPTION' })
+      throw invalidOption('option `cache` must be a Cache')
     }
     let invalidations = GIVEN.get(rest.cache)
     if (invalidations === undefined) GIVEN.set(rest.cache, (invalidations = new Map()))

@@ -106,6 +106,15 @@ export function openCache(t: ExecutionContext, options: CacheOptions): CacheClas
   return cache
 }
 
+/**
+ * A second instance on the same L2 and namespace as `first`: a store of its own (another L1, another bus subscription
+ * of the process's bus), since caches of equal options in one process share their store. Memory only there is just the
+ * one instance.
+ */
+export function secondInstance(t: ExecutionContext, backend: Backend, options: CacheOptions, first: CacheClass): CacheClass {
+  return backend.url === undefined ? first : openCache(t, { ...options, l1: { maxEntries: 5_000 } })
+}
+
 /** A table name no other test uses, and a client on the test database; the table is dropped when the test ends. */
 export async function scratchTable(t: ExecutionContext, prefix: string): Promise<{ client: pg.Client; table: string }> {
   const table = `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`

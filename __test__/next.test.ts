@@ -7,19 +7,18 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 
-import { BACKENDS, freePort, isolatedOptions, openCache, runNode, sleep, type Backend } from './helpers.js'
+import { BACKENDS, freePort, isolatedOptions, openCache, runNode, secondInstance, sleep, type Backend } from './helpers.js'
 import type { Cache as CacheType, CacheOptions } from '../index.js'
 import type * as NextModule from '../next.js'
 
 const require = createRequire(import.meta.url)
 const next = require('../next.js') as typeof NextModule
 
-/** Two instances of an app: a cache each (another L1, another bus subscription) on one L2 and namespace. */
+/** Two instances of an app: a store each (another L1, another bus subscription) on one L2 and namespace. */
 async function twoInstances(t: ExecutionContext, backend: Backend, errors: Error[] = []) {
   const options: CacheOptions = { ...(await isolatedOptions(t, backend, 'next')), onError: (e) => errors.push(e) }
   const a = openCache(t, options)
-  const b = backend.url === undefined ? a : openCache(t, options)
-  return { a, b, options }
+  return { a, b: secondInstance(t, backend, options, a), options }
 }
 
 function stream(...chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array> {
@@ -250,7 +249,9 @@ for (const backend of BACKENDS) {
       }
     }
     t.is((await a.stats()).loadsDiscarded, backend.url === undefined ? 4 : 7)
-    t.throws(() => a.set('k', 1, { ifUnchangedSince: -1 }), { code: 'ERR_CACHE_INVALID_TTL' })
+    for (const bad of [-1, 1.5, Number.NaN, 2 ** 60, 'x']) {
+      t.throws(() => a.set('k', 1, { ifUnchangedSince: bad as number }), { code: 'ERR_CACHE_INVALID_TTL' }, String(bad))
+    }
   })
 
   test(`${name}: a 'use cache' render during which updateTag ran on another instance is not stored`, async (t) => {

@@ -12,6 +12,7 @@ import {
   openCache,
   isolatedOptions,
   scratchTable,
+  secondInstance,
   sleep,
   uniqueNamespace,
   withRedis,
@@ -23,10 +24,6 @@ import { createRequire } from 'node:module'
 const { maxTags } = (createRequire(import.meta.url)('../binding.js') as { rules(): { maxTags: number } }).rules()
 
 
-/** A second instance on the same L2 and namespace: a store of its own (another L1, another bus subscription). */
-function secondInstance(t: ExecutionContext, backend: Backend, options: CacheOptions, first: CacheType): CacheType {
-  return backend.url === undefined ? first : openCache(t, { ...options, l1: { maxEntries: 5_000 } })
-}
 
 for (const backend of BACKENDS) {
   const name = backend.name

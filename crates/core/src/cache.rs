@@ -19,7 +19,7 @@ use crate::l1::L1Entry;
 use crate::l2::ServerTime;
 use crate::pattern::Pattern;
 use crate::registry::shared_store;
-use crate::rules::{EARLY_REFRESH, GRACE, SOFT_TIMEOUT};
+use crate::rules::{EARLY_REFRESH, GRACE, JS_EXACT_INTEGERS, SOFT_TIMEOUT};
 use crate::stats::StatsSnapshot;
 use crate::store::{ErrorSink, Json, LoadLease, LoadStep, Outcome, Store};
 use crate::tags::checked_tags;
@@ -204,9 +204,8 @@ impl Cache {
         validate_json(&json, self.handle.max_value_bytes)?;
         let lifetime = self.lifetime(ttl_seconds, grace_seconds)?;
         let tags = checked_tags(tags.unwrap_or_default())?;
-        // A JavaScript number holds an integer exactly up to 2^53.
         let fence = match fence_us {
-            Some(us) if us >= 0.0 && us.fract() == 0.0 && us <= 9_007_199_254_740_992.0 => Some(ServerTime(us as u64)),
+            Some(us) if us >= 0.0 && us.fract() == 0.0 && us <= JS_EXACT_INTEGERS => Some(ServerTime(us as u64)),
             Some(_) => return Err(CacheError::new(ErrorKind::InvalidTtl, "`ifUnchangedSince` must be a write fence")),
             None => None,
         };

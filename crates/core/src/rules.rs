@@ -81,9 +81,11 @@ pub const MAX_KEY_LENGTH: NumberRule = rule("maxKeyLength", 1.0, 65_536.0, true,
 pub const MAX_VALUE_BYTES: NumberRule = rule("maxValueBytes", 1.0, 2_147_483_648.0, true, Some(10_485_760.0), "bytes");
 /// `l1.maxEntries`: the L1's bound on entries.
 pub const L1_MAX_ENTRIES: NumberRule = rule("l1.maxEntries", 1.0, 4_294_967_296.0, true, Some(10_000.0), "entries");
+/// 2^53: every integer up to it is exact in a JavaScript number, so it bounds the integers that cross into Node.
+pub const JS_EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
 /// `l1.maxBytes`: the L1's bound on bytes of keys and JSON text (default 64 MiB).
-pub const L1_MAX_BYTES: NumberRule =
-    rule("l1.maxBytes", 1024.0, 9_007_199_254_740_992.0, true, Some(67_108_864.0), "bytes");
+pub const L1_MAX_BYTES: NumberRule = rule("l1.maxBytes", 1024.0, JS_EXACT_INTEGERS, true, Some(67_108_864.0), "bytes");
 /// `l1.ttl`: a cap on L1 lifetimes; none by default.
 pub const L1_TTL: NumberRule = rule("l1.ttl", 1.0, 2_592_000.0, true, None, "seconds");
 /// `postgres.poolSize`: the pool's most connections.

@@ -97,10 +97,13 @@ impl Inner {
                 bump(&self.stats.l2_skipped);
                 Outcome { value: fallback, error: None }
             }
-            Err(error) => {
-                bump(&self.stats.errors);
-                Outcome { value: fallback, error: Some(error) }
-            }
+            Err(error) => self.failed(error, fallback),
         }
+    }
+
+    /// Counts a failure and reports it, degrading to `fallback`, whether or not the breaker skipped the call.
+    pub(super) fn failed<T>(&self, error: CacheError, fallback: T) -> Outcome<T> {
+        bump(&self.stats.errors);
+        Outcome { value: fallback, error: Some(error) }
     }
 }

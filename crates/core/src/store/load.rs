@@ -152,9 +152,7 @@ impl Inner {
             }
         };
         if let Some(hit) = read.hit {
-            bump(&self.stats.hits);
-            bump(&self.stats.l2_hits);
-            let json = self.fill_l1_from(key, hit, generation, default_ttl_ms);
+            let json = self.l2_hit(key, hit, generation, default_ttl_ms);
             self.flights.finish(key, &flight, FlightResult::Loaded(Arc::from(json.as_str())));
             return Outcome::ok(LoadStep::Hit(json));
         }

@@ -206,11 +206,7 @@ impl Store {
         let full = namespaced(&inner.config.namespace, key);
         let read = inner.absorb(inner.l2_get(l2, &full, inner.deadline()).await.map(|r| r.hit), None);
         match read.value {
-            Some(hit) => {
-                bump(&inner.stats.hits);
-                bump(&inner.stats.l2_hits);
-                Outcome { value: Some(inner.fill_l1_from(key, hit, generation, default_ttl_ms)), error: read.error }
-            }
+            Some(hit) => Outcome { value: Some(inner.l2_hit(key, hit, generation, default_ttl_ms)), error: read.error },
             None => {
                 bump(&inner.stats.misses);
                 Outcome { value: None, error: read.error }
@@ -234,9 +230,7 @@ impl Store {
         let full = namespaced(&inner.config.namespace, key);
         match inner.l2_get(l2, &full, inner.deadline()).await {
             Ok(L2Read { hit: Some(hit), .. }) => {
-                bump(&inner.stats.hits);
-                bump(&inner.stats.l2_hits);
-                Outcome::ok(Some((inner.fill_l1_from(key, hit, generation, default_ttl_ms), false)))
+                Outcome::ok(Some((inner.l2_hit(key, hit, generation, default_ttl_ms), false)))
             }
             Ok(L2Read { stale, .. }) => {
                 Outcome::ok(inner.counted(stale.map(|hit| (Json::Text(Arc::from(hit.json)), true))))
@@ -447,6 +441,13 @@ impl Inner {
         bump(&self.stats.hits);
         bump(&self.stats.l1_hits);
         Some(entry)
+    }
+
+    /// An L2 hit, counted, copied into the L1 (see [`Self::fill_l1_from`]).
+    fn l2_hit(&self, key: &str, hit: L2Hit, generation: u64, default_ttl_ms: u64) -> Json {
+        bump(&self.stats.hits);
+        bump(&self.stats.l2_hits);
+        self.fill_l1_from(key, hit, generation, default_ttl_ms)
     }
 
     /// Copies an L2 entry into the L1 for the rest of its TTL and grace (a stale one for the rest of its grace, so

@@ -34,8 +34,7 @@ impl Store {
                 inner.flights.detach_all();
                 // Reported even when the open breaker skipped the call (which `absorb` keeps quiet elsewhere): an
                 // invalidation lost for the other instances is news, and a strict caller rejects on it.
-                bump(&inner.stats.errors);
-                return Outcome { value: (), error: Some(error) };
+                return inner.failed(error, ());
             }
         };
         inner.learn_invalidation(&tags, at, soft);
