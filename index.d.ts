@@ -118,6 +118,14 @@ export interface PostgresOptions {
 export interface RedisOptions {
   /** The `COUNT` hint of each `SCAN` that `invalidatePattern` and `clear` issue. Integer from 10 to 100000. Default `1000`. */
   scanCount?: number
+  /**
+   * Whether `url` names the seed nodes of a Redis Cluster: comma-separated `redis://` URLs (or all `rediss://`), such
+   * as `redis://10.0.0.1:7000,redis://10.0.0.2:7000`. Any reachable seed lets the client learn the cluster's slots; list
+   * several so that the invalidation bus, which subscribes on the first seed that answers, finds another when one is
+   * gone. Entries spread over every slot; `invalidatePattern` and `clear` scan every master. Default `false`. A `url`
+   * not of that form throws `ERR_CACHE_INVALID_OPTION`.
+   */
+  cluster?: boolean
 }
 
 /**

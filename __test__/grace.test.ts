@@ -5,6 +5,7 @@ import test, { type ExecutionContext } from 'ava'
 
 import {
   BACKENDS,
+  PROXIABLE,
   Cache,
   REDIS_URL,
   eventually,
@@ -159,8 +160,8 @@ for (const backend of BACKENDS) {
   })
 }
 
-for (const backend of BACKENDS.filter((b) => b.url !== undefined)) {
-  const l2 = backend.name as 'postgres' | 'redis'
+for (const backend of PROXIABLE) {
+  const l2 = backend.name
 
   test(`${l2}: with the L2 refused, a failing loader falls back on the L1's stale copy, kept across the bus's loss`, async (t) => {
     const proxy = await proxyFor(t, l2)

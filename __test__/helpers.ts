@@ -21,14 +21,34 @@ export const { Cache } = require('../index.js') as { Cache: typeof CacheClass }
 export const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
-/** The three ways the cache runs; every behaviour test is created once per backend from this list. */
-export const BACKENDS = [
-  { name: 'memory', url: undefined as string | undefined },
-  { name: 'postgres', url: POSTGRES_URL },
-  { name: 'redis', url: REDIS_URL },
-] as const
+/**
+ * The seed nodes of the 6-node Redis Cluster that `npm run test:node` (`__test__/run.mjs`) starts for the whole run;
+ * unset when ava runs alone, and the cluster backend is then left out.
+ */
+export const REDIS_CLUSTER_URL = process.env.TEST_REDIS_CLUSTER_URL
 
-export type Backend = (typeof BACKENDS)[number]
+/** A way the cache runs: its name, its L2 URL (none: memory only) and the options that L2 needs besides. */
+export interface Backend {
+  readonly name: 'memory' | 'postgres' | 'redis' | 'cluster'
+  readonly url: string | undefined
+  readonly options: CacheOptions
+}
+
+/** The ways the cache runs; every behaviour test is created once per backend from this list. */
+export const BACKENDS: readonly Backend[] = [
+  { name: 'memory', url: undefined, options: {} },
+  { name: 'postgres', url: POSTGRES_URL, options: {} },
+  { name: 'redis', url: REDIS_URL, options: {} },
+  ...(REDIS_CLUSTER_URL ? [{ name: 'cluster' as const, url: REDIS_CLUSTER_URL, options: { redis: { cluster: true } } }] : []),
+]
+
+/** The backends a fault proxy can stand in front of: one server each (a cluster redirects clients to its nodes). */
+export const PROXIABLE = BACKENDS.filter((b): b is Backend & { name: L2 } => b.name === 'postgres' || b.name === 'redis')
+
+/** The options that reach `backend`'s L2. */
+export function connectionOf(backend: Backend): CacheOptions {
+  return { url: backend.url, ...backend.options }
+}
 
 /** The servers an L2 can live on, for the tests that need a real one. */
 export type L2 = 'postgres' | 'redis'
@@ -96,7 +116,7 @@ export function percentile(sorted: number[], p: number): number {
 }
 
 export function cacheFor(backend: Backend, options: CacheOptions = {}): CacheClass {
-  return new Cache({ url: backend.url, namespace: uniqueNamespace(backend.name), ...options })
+  return new Cache({ ...connectionOf(backend), namespace: uniqueNamespace(backend.name), ...options })
 }
 
 /** A cache closed when the test ends, passed or not, so that no store outlives its test. */
@@ -133,7 +153,7 @@ export async function scratchTable(t: ExecutionContext, prefix: string): Promise
  */
 export async function isolatedOptions(t: ExecutionContext, backend: Backend, prefix: string): Promise<CacheOptions> {
   const namespace = uniqueNamespace(`${prefix}-${backend.name}`)
-  if (backend.name !== 'postgres') return { url: backend.url, namespace }
+  if (backend.name !== 'postgres') return { ...connectionOf(backend), namespace }
   const { client, table } = await scratchTable(t, prefix)
   t.teardown(() => client.query(`DROP TABLE IF EXISTS "${table}_tags"`))
   return { url: backend.url, namespace, postgres: { table } }

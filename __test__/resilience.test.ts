@@ -1,7 +1,7 @@
 // When the loader is slow or the cache closes under it: hardTimeout, the loader's signal, and jitter of stored TTLs.
 import test from 'ava'
 
-import { BACKENDS, Cache, POSTGRES_URL, REDIS_URL, openCache, sleep, uniqueNamespace, withPg, withRedis } from './helpers.js'
+import { BACKENDS, Cache, connectionOf, POSTGRES_URL, REDIS_URL, openCache, sleep, uniqueNamespace, withPg, withRedis } from './helpers.js'
 import type { CacheError, LoaderContext } from '../index.js'
 
 for (const backend of BACKENDS) {
@@ -9,7 +9,7 @@ for (const backend of BACKENDS) {
 
   test(`${name}: past its hardTimeout a getOrSet rejects with ERR_CACHE_LOADER_TIMEOUT, and the load goes on and is stored`, async (t) => {
     const namespace = uniqueNamespace('hard')
-    const cache = openCache(t, { url: backend.url, namespace })
+    const cache = openCache(t, { ...connectionOf(backend), namespace })
     let release!: (value: string) => void
     let context!: LoaderContext
     const slow = (ctx: LoaderContext) => {
@@ -30,7 +30,7 @@ for (const backend of BACKENDS) {
     t.is(await waiter, 'late value', 'a caller without a hard timeout still gets the load')
     t.is(await cache.get('k'), 'late value', 'the late value is stored')
     if (backend.url !== undefined) {
-      const l2Only = openCache(t, { url: backend.url, namespace, l1: false })
+      const l2Only = openCache(t, { ...connectionOf(backend), namespace, l1: false })
       t.is(await l2Only.get('k'), 'late value', 'in the L2 too')
     }
   })

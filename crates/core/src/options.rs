@@ -77,6 +77,7 @@ struct PostgresOptions {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RedisOptions {
     scan_count: Option<f64>,
+    cluster: Option<bool>,
 }
 
 impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Toggle<T> {
@@ -107,7 +108,7 @@ fn expected_at(path: &str) -> String {
         "" => "an object",
         "l1" | "l2Breaker" => "an object or false",
         "postgres" | "redis" => "an object",
-        "bus" | "distributedLock" | "postgres.unlogged" => "a boolean",
+        "bus" | "distributedLock" | "postgres.unlogged" | "redis.cluster" => "a boolean",
         "postgres.table" | "postgres.schema" => "a Postgres identifier of 1 to 63 bytes",
         _ => "a string",
     }
@@ -146,9 +147,16 @@ pub fn parse(options: &Value, env_url: Option<String>) -> Result<Config> {
 
 fn validate(o: Options, env_url: Option<String>) -> Result<Config> {
     let from_env = o.url.is_none();
+    let url_option = if from_env { "CACHE_URL" } else { "url" };
+    let redis = o.redis.unwrap_or_default();
+    let mut cluster_seeds = Vec::new();
     let l2 = match o.url.or(env_url).filter(|u| !u.is_empty()) {
         None => None,
-        Some(url) => Some(parse_url(&url, if from_env { "CACHE_URL" } else { "url" })?),
+        Some(url) if redis.cluster == Some(true) => {
+            cluster_seeds = parse_cluster_seeds(&url, url_option)?;
+            Some((Backend::Redis, cluster_seeds[0].clone()))
+        }
+        Some(url) => Some(parse_url(&url, url_option)?),
     };
     let has_l2 = l2.is_some();
     let namespace = o.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
@@ -161,9 +169,7 @@ fn validate(o: Options, env_url: Option<String>) -> Result<Config> {
             Toggle::On(l1) => Some(l1_config(l1)?),
         },
         postgres: postgres_config(o.postgres.unwrap_or_default())?,
-        redis: RedisConfig {
-            scan_count: rules::REDIS_SCAN_COUNT.or_default(o.redis.unwrap_or_default().scan_count)? as u32,
-        },
+        redis: RedisConfig { scan_count: rules::REDIS_SCAN_COUNT.or_default(redis.scan_count)? as u32, cluster_seeds },
         l2_timeout_ms: millis(&rules::L2_TIMEOUT, o.l2_timeout)?,
         bus: o.bus.unwrap_or(true) && has_l2,
         bus_down_l1_ttl_ms: millis(&rules::BUS_DOWN_L1_TTL, o.bus_down_l1_ttl)?,
@@ -227,6 +233,25 @@ fn postgres_config(pg: PostgresOptions) -> Result<PostgresConfig> {
     })
 }
 
+/// What `url` must be with `redis: { cluster: true }`.
+pub const CLUSTER_URL_EXPECTED: &str =
+    "comma-separated redis:// (or all rediss://) URLs of the cluster's seed nodes, e.g. redis://a:7000,redis://b:7001";
+
+/// The seed nodes of a Redis Cluster: full `redis://` or `rediss://` URLs separated by commas, all of one scheme.
+fn parse_cluster_seeds(raw: &str, name: &str) -> Result<Vec<url::Url>> {
+    let invalid = || CacheError::invalid_option(name, CLUSTER_URL_EXPECTED);
+    let seeds =
+        raw.split(',').map(|seed| url::Url::parse(seed.trim()).map_err(|_| invalid())).collect::<Result<Vec<_>>>()?;
+    let scheme = seeds[0].scheme();
+    let well_formed = matches!(scheme, "redis" | "rediss")
+        && seeds.iter().all(|seed| seed.scheme() == scheme && seed.host_str().is_some_and(|h| !h.is_empty()));
+    if well_formed {
+        Ok(seeds)
+    } else {
+        Err(invalid())
+    }
+}
+
 fn parse_url(raw: &str, name: &str) -> Result<(Backend, url::Url)> {
     let expected = "a postgres://, postgresql://, redis:// or rediss:// URL";
     // The URL itself may hold a password: never quote it back.
@@ -250,6 +275,17 @@ mod tests {
         let err = parse(&options, None).expect_err(&options.to_string());
         assert_eq!(err.kind, ErrorKind::InvalidOption);
         err.message
+    }
+
+    #[test]
+    fn a_cluster_takes_its_seed_nodes_from_url() {
+        let options = json!({ "url": "redis://:pw@a:7000, redis://:pw@b:7001", "redis": { "cluster": true } });
+        let config = parse(&options, None).unwrap();
+        let seeds: Vec<_> = config.store.redis.cluster_seeds.iter().map(|u| u.port().unwrap()).collect();
+        assert_eq!(seeds, [7000, 7001]);
+        assert_eq!(config.store.l2.unwrap(), (Backend::Redis, url::Url::parse("redis://:pw@a:7000").unwrap()));
+        let message = message_of(json!({ "url": "redis://:hunter2@a:1,b:2", "redis": { "cluster": true } }));
+        assert!(message.contains("comma-separated") && !message.contains("hunter2"), "{message}");
     }
 
     #[test]
@@ -300,6 +336,11 @@ mod tests {
             (json!({ "postgres": { "table": "" } }), "`postgres.table`"),
             (json!({ "postgres": { "poolSize": 0 } }), "`postgres.poolSize`"),
             (json!({ "redis": { "scanCount": 1 } }), "`redis.scanCount`"),
+            (json!({ "redis": { "cluster": 1 } }), "`redis.cluster`"),
+            (json!({ "url": "redis://a:7000,b:7001", "redis": { "cluster": true } }), "`url`"),
+            (json!({ "url": "redis://a:7000,rediss://b:7001", "redis": { "cluster": true } }), "`url`"),
+            (json!({ "url": "postgres://a/db", "redis": { "cluster": true } }), "`url`"),
+            (json!({ "url": "redis://a:7000,redis://b:7001" }), "`url`"),
             (json!({ "l2Timeout": 0 }), "`l2Timeout`"),
             (json!({ "lockTimeout": "5" }), "`lockTimeout`"),
             (json!({ "maxKeyLength": 0 }), "`maxKeyLength`"),

@@ -403,6 +403,11 @@ impl Redactor {
         Redactor { secrets }
     }
 
+    /// Collects the passwords of every URL in `urls` (a cluster's seed nodes).
+    pub fn for_urls(urls: &[url::Url]) -> Self {
+        Redactor { secrets: urls.iter().flat_map(|url| Redactor::for_url(url).secrets).collect() }
+    }
+
     /// `message` with every collected secret replaced by `***`.
     pub fn redact(&self, message: impl Into<String>) -> String {
         let mut message = message.into();

@@ -12,16 +12,31 @@
 //! One multiplexed connection (redis-rs `ConnectionManager`, which reconnects by itself) carries every command;
 //! the invalidation bus has its own pub/sub connection. Pattern deletes walk `SCAN MATCH` batch by batch, so no single
 //! command blocks the server for long; `KEYS` is never used.
+//!
+//! On a Redis Cluster (option `redis.cluster`) the commands go through redis-rs's `ClusterConnection`, which routes
+//! each by its key's slot and follows failovers, and no script touches keys of two slots:
+//! - entries keep their `namespace:key` names, so a namespace spreads over every slot;
+//! - the namespace marker is one key per slot (`#inval:{<slot tag>}<namespace>`, the tag a string of that slot),
+//!   read by `SET` in the entry's own slot and stamped on every slot by `invalidatePattern`/`clear`, which then walk
+//!   `SCAN` on every master;
+//! - a namespace's tag records share one slot (`#tag:{<namespace>}:<tag>`), read in a second round trip after the
+//!   entry. A fenced write of a tagged entry cannot see them in its script, so it stores its load's start (`j`)
+//!   and reads judge its tags against that instead of its write time: a tag invalidated after the load began makes
+//!   it a miss however the two round trips interleave; the store also withdraws it at once when it sees one;
+//! - a multi-key `delete` runs one script per slot, then publishes its bus message;
+//! - the bus is plain `SUBSCRIBE` on one node (a cluster broadcasts `PUBLISH` to every node), the first seed that
+//!   answers; when that node goes, the stream ends and the bus subscribes again on another.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, RedisError, Script};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
-use super::{
-    BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write, WriteCondition, TAG_RECORD_RETENTION_MS,
-};
+use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write, TAG_RECORD_RETENTION_MS};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 use crate::tags::{TagTime, Tags};
@@ -35,13 +50,14 @@ const INVALIDATION_PREFIX: &str = "#inval:";
 /// A tag's invalidation record, after `<namespace>:`.
 const TAG_PREFIX: &str = "#tag:";
 
-/// KEYS: entry. ARGV: the tag records' prefix. Returns v, x, g, t, w (false when absent), the server time's seconds
-/// and microseconds, then each tag's h and s. No prelude: a read needs the time only as `TIME` gives it.
+/// KEYS: entry. ARGV: the tag records' prefix, or '' not to read them (a cluster keeps them in another slot). Returns
+/// v, x, g, t, w, j (false when absent), the server time's seconds and microseconds, then each tag's h and s. No
+/// prelude: a read needs the time only as `TIME` gives it.
 const GET: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'v', 'x', 'g', 't', 'w')
+local r = redis.call('HMGET', KEYS[1], 'v', 'x', 'g', 't', 'w', 'j')
 local t = redis.call('TIME')
-local out = {r[1] or false, r[2] or false, r[3] or false, r[4] or false, r[5] or false, t[1], t[2]}
-if r[1] and r[4] then
+local out = {r[1] or false, r[2] or false, r[3] or false, r[4] or false, r[5] or false, r[6] or false, t[1], t[2]}
+if ARGV[1] ~= '' and r[1] and r[4] then
   for _, tag in ipairs(cjson.decode(r[4])) do
     local h = redis.call('HMGET', ARGV[1] .. tag, 'h', 's')
     out[#out + 1] = h[1] or '0'
@@ -51,26 +67,35 @@ end
 return out
 ";
 
-/// ARGV: the tag records' prefix, `h` (hard) or `s` (soft), the records' retention in ms, then the tags. Returns the
-/// server time in µs.
+/// KEYS: the tag records. ARGV: `h` (hard) or `s` (soft), the records' retention in ms. Returns the server time in µs.
 const INVALIDATE_TAGS: &str = r"
-for i = 4, #ARGV do
-  local key = ARGV[1] .. ARGV[i]
-  redis.call('HSET', key, ARGV[2], nowstr)
-  redis.call('PEXPIRE', key, ARGV[3])
+for _, key in ipairs(KEYS) do
+  redis.call('HSET', key, ARGV[1], nowstr)
+  redis.call('PEXPIRE', key, ARGV[2])
 end
 return nowstr
 ";
 
-/// ARGV: the tag records' prefix, then the tags. Returns each tag's h and s.
+/// KEYS: the tag records. Returns each tag's h and s.
 const TAG_TIMES: &str = r"
 local out = {}
-for i = 2, #ARGV do
-  local h = redis.call('HMGET', ARGV[1] .. ARGV[i], 'h', 's')
+for _, key in ipairs(KEYS) do
+  local h = redis.call('HMGET', key, 'h', 's')
   out[#out + 1] = h[1] or '0'
   out[#out + 1] = h[2] or '0'
 end
 return out
+";
+
+/// KEYS: entry. ARGV: the write time a fenced write returned, the fence window ms. Turns that write, if still the
+/// entry's last, into a tombstone: the cluster's check after the write found a tag invalidated since its load began.
+const WITHDRAW: &str = r"
+if redis.call('HGET', KEYS[1], 'w') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'w', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
 ";
 
 const UNLOCK_IF_OWNER: &str =
@@ -88,9 +113,10 @@ local function live(key)
 end
 ";
 
-/// KEYS: entry, namespace marker. ARGV: json, ttl ms, fence window ms, since µs or '' (unconditional), bus channel,
-/// bus message or '', grace ms, tags as a JSON array or '', the tag records' prefix. Returns the write's time in µs,
-/// or '' when the fence refused it.
+/// KEYS: entry, namespace marker (of the entry's slot on a cluster). ARGV: json, ttl ms, fence window ms, since µs or
+/// '' (unconditional), bus channel, bus message or '', grace ms, tags as a JSON array or '', the tag records' prefix
+/// or '' when they live in another slot (a fenced tagged write then stores `j`, its load's start, which reads judge
+/// its tags by). Returns the write's time in µs, or '' when the fence refused it.
 const SET: &str = r"
 local since = tonumber(ARGV[4])
 local tags = ARGV[8] ~= '' and cjson.decode(ARGV[8]) or {}
@@ -100,6 +126,7 @@ if since then
   if type(w) == 'string' and tonumber(w) >= since then return '' end
   local m = redis.call('GET', KEYS[2])
   if m and tonumber(m) >= since then return '' end
+  if ARGV[9] == '' then tags = {} end
   for _, tag in ipairs(tags) do
     local h = redis.call('HMGET', ARGV[9] .. tag, 'h', 's')
     if tonumber(h[1] or '0') >= since or tonumber(h[2] or '0') >= since then return '' end
@@ -110,7 +137,8 @@ local grace = tonumber(ARGV[7])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'x', string.format('%.0f', now + ttl * 1000), 'w', nowstr)
 if grace > 0 then redis.call('HSET', KEYS[1], 'g', string.format('%.0f', now + (ttl + grace) * 1000)) end
-if #tags > 0 then redis.call('HSET', KEYS[1], 't', ARGV[8]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 't', ARGV[8]) end
+if since and ARGV[8] ~= '' and ARGV[9] == '' then redis.call('HSET', KEYS[1], 'j', ARGV[4]) end
 redis.call('PEXPIRE', KEYS[1], math.max(ttl + grace, tonumber(ARGV[3])))
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return nowstr
@@ -146,9 +174,43 @@ redis.call('SET', KEYS[1], nowstr, 'PX', ARGV[1])
 return 1
 ";
 
-/// The prefix of the tag records of `namespace`.
-fn tag_prefix(namespace: &str) -> String {
-    format!("{TAG_PREFIX}{namespace}:")
+/// Slots of a Redis Cluster.
+const CLUSTER_SLOTS: usize = 16_384;
+
+/// The slot of `key`, as Redis Cluster computes it: CRC16 of its hash tag (the first non-empty `{...}`), or of the
+/// whole key.
+fn slot_of(key: &[u8]) -> usize {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) as usize % CLUSTER_SLOTS
+}
+
+/// For each slot, a short string that hashes to it: `{tag}` in a key pins the key to that slot.
+fn slot_tags() -> &'static [String] {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); CLUSTER_SLOTS];
+        let mut missing = CLUSTER_SLOTS;
+        // About 170,000 candidates cover every slot (the coupon collector's bound), a few milliseconds once.
+        for n in 0u64.. {
+            let candidate = format!("{n:x}");
+            let slot = slot_of(candidate.as_bytes());
+            if tags[slot].is_empty() {
+                tags[slot] = candidate;
+                missing -= 1;
+                if missing == 0 {
+                    break;
+                }
+            }
+        }
+        tags
+    })
 }
 
 /// The tag records a script returned as `h`, `s` pairs from `first` on, one per tag; absent fields are 0.
@@ -168,11 +230,17 @@ pub struct RedisConfig {
     /// `COUNT` hint of each `SCAN` step of a pattern delete (option `redis.scanCount`,
     /// [`crate::rules::REDIS_SCAN_COUNT`]): higher means fewer round trips but longer steps on the server.
     pub scan_count: u32,
+    /// The seed nodes of a Redis Cluster (option `redis.cluster` with comma-separated URLs in `url`); empty for one
+    /// server.
+    pub cluster_seeds: Vec<url::Url>,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { scan_count: crate::rules::REDIS_SCAN_COUNT.default.unwrap_or_default() as u32 }
+        RedisConfig {
+            scan_count: crate::rules::REDIS_SCAN_COUNT.default.unwrap_or_default() as u32,
+            cluster_seeds: vec![],
+        }
     }
 }
 
@@ -181,6 +249,7 @@ struct Scripts {
     set: Script,
     invalidate_tags: Script,
     tag_times: Script,
+    withdraw: Script,
     delete: Script,
     unlink_counting_live: Script,
     mark_invalidation: Script,
@@ -194,6 +263,7 @@ impl Scripts {
             set: with_now(SET),
             invalidate_tags: with_now(INVALIDATE_TAGS),
             tag_times: Script::new(TAG_TIMES),
+            withdraw: Script::new(WITHDRAW),
             delete: with_now(DELETE),
             unlink_counting_live: with_now(UNLINK_COUNTING_LIVE),
             mark_invalidation: with_now(MARK_INVALIDATION),
@@ -201,13 +271,88 @@ impl Scripts {
     }
 }
 
+/// The command connection: to one server, or to a cluster, whose connection routes each command by its key's slot.
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How the store reaches Redis, and how it opens a fresh command connection.
+enum Topology {
+    Server {
+        client: Client,
+        config: ConnectionManagerConfig,
+    },
+    /// `seeds` open the bus's pub/sub connection, to the first node that answers.
+    Cluster {
+        client: ClusterClient,
+        seeds: Vec<Client>,
+    },
+}
+
+impl Topology {
+    fn connect_lazily(&self) -> std::result::Result<Conn, RedisError> {
+        Ok(match self {
+            Topology::Server { client, config } => {
+                Conn::Server(ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?)
+            }
+            // The cluster connection connects in the background and answers its first command once it knows the
+            // slots; it reconnects to nodes and follows `MOVED` by itself.
+            Topology::Cluster { client, .. } => {
+                Conn::Cluster(client.get_pending_async_connection_with_config(ClusterConfig::new()))
+            }
+        })
+    }
+}
+
+/// A master of a cluster and the slot ranges it serves.
+struct Master {
+    host: String,
+    port: u16,
+    slots: Vec<(usize, usize)>,
+}
+
+impl Master {
+    fn route(&self) -> RoutingInfo {
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: self.host.clone(), port: self.port })
+    }
+}
+
 /// The Redis store.
 pub struct RedisL2 {
-    client: Client,
+    topology: Topology,
     /// Replaced by [`Self::reconnect`]: redis-rs keeps a connection that stopped answering (black-holed, half-open)
     /// for good, since a response timeout does not make it reconnect.
-    manager: std::sync::RwLock<ConnectionManager>,
-    manager_config: ConnectionManagerConfig,
+    manager: std::sync::RwLock<Conn>,
     /// `l2Timeout`, for each round trip of a pattern removal, which the store gives a longer budget as a whole.
     round_trip_timeout: Duration,
     scan_count: u32,
@@ -217,28 +362,51 @@ pub struct RedisL2 {
 }
 
 impl RedisL2 {
-    /// Builds a lazy connection: the first command connects. Must run inside a tokio runtime.
+    /// Builds a lazy connection: the first command connects. Must run inside a tokio runtime. With
+    /// `config.cluster_seeds`, a cluster client on those seeds (`url` is the first of them).
     pub fn new(url: &url::Url, config: &RedisConfig, timeout: Duration, fence_window: Duration) -> Result<Self> {
-        let redactor = Redactor::for_url(url);
-        let client = Client::open(url.as_str())
-            .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Redis URL", e))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+        let urls = if config.cluster_seeds.is_empty() { std::slice::from_ref(url) } else { &config.cluster_seeds[..] };
+        let redactor = Redactor::for_urls(urls);
+        let invalid =
+            |e: RedisError| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Redis URL", e);
+        let topology = if config.cluster_seeds.is_empty() {
+            let client = Client::open(url.as_str()).map_err(invalid)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            Topology::Server { client, config }
+        } else {
+            let seeds = urls.iter().map(|u| Client::open(u.as_str())).collect::<std::result::Result<Vec<_>, _>>();
+            let seeds = seeds.map_err(invalid)?;
+            // Retries ride out a failover (a replica's promotion takes a few seconds); the store bounds each call by
+            // `l2Timeout` whatever they do.
+            let client = ClusterClient::builder(urls.iter().map(|u| u.as_str()))
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(6)
+                .max_retry_wait(500)
+                .build()
+                .map_err(invalid)?;
+            Topology::Cluster { client, seeds }
+        };
+        let manager = topology
+            .connect_lazily()
             .map_err(|e| redactor.error(ErrorKind::InvalidOption, "Redis L2 configuration", e))?;
         Ok(RedisL2 {
-            client,
+            topology,
             manager: std::sync::RwLock::new(manager),
-            manager_config,
             round_trip_timeout: timeout,
             scan_count: config.scan_count,
             fence_window_ms: fence_window.as_millis().max(1) as u64,
             scripts: Scripts::new(),
             redactor,
         })
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
     }
 
     fn error(&self, context: &str, e: RedisError) -> CacheError {
@@ -248,6 +416,7 @@ impl RedisL2 {
             || e.is_connection_refusal()
             || e.is_connection_dropped()
             || e.is_unrecoverable_error()
+            || e.is_cluster_error()
         {
             ErrorKind::L2Unavailable
         } else {
@@ -256,27 +425,47 @@ impl RedisL2 {
         self.redactor.error(kind, &format!("Redis L2 {context}"), e)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.manager.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Starts over on a new connection, made by the next command; calls in flight on the old one end with it.
     pub fn reconnect(&self) {
-        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone()) {
+        if let Ok(fresh) = self.topology.connect_lazily() {
             *self.manager.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         }
     }
 
-    /// One script: the entry if live (or stale, within its grace), the records of its tags, and the server time of
-    /// the read.
+    /// The prefix of the tag records of `namespace`: on a cluster they share the namespace's slot.
+    fn tag_prefix(&self, namespace: &str) -> String {
+        if self.is_cluster() {
+            format!("{TAG_PREFIX}{{{namespace}}}:")
+        } else {
+            format!("{TAG_PREFIX}{namespace}:")
+        }
+    }
+
+    /// The namespace marker that fences writes of `entry`: one per namespace, or on a cluster one per slot, in the
+    /// entry's.
+    fn marker_of(&self, namespace: &str, entry: &str) -> String {
+        if self.is_cluster() {
+            marker_in_slot(namespace, slot_of(entry.as_bytes()))
+        } else {
+            format!("{INVALIDATION_PREFIX}{namespace}")
+        }
+    }
+
+    /// One script: the entry if live (or stale, within its grace), the records of its tags (on a cluster in a second
+    /// round trip, in their slot), and the server time of the read.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
+        let namespace = crate::key::namespace_of(key);
         let mut invocation = self.scripts.get.key(key);
-        invocation.arg(tag_prefix(crate::key::namespace_of(key)));
+        invocation.arg(if self.is_cluster() { String::new() } else { self.tag_prefix(namespace) });
         let reply: Vec<Option<String>> =
             invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("get", e))?;
         let field = |i: usize| reply.get(i).cloned().flatten();
         let number = |i: usize| field(i).and_then(|s| s.parse::<u64>().ok());
-        let now_us = number(5).unwrap_or(0) * 1_000_000 + number(6).unwrap_or(0);
+        let now_us = number(6).unwrap_or(0) * 1_000_000 + number(7).unwrap_or(0);
         let mut read = L2Read { hit: None, stale: None, at: ServerTime(now_us), tag_times: Vec::new() };
         let (Some(json), Some(x)) = (field(0), number(1)) else {
             return Ok(read);
@@ -285,13 +474,14 @@ impl RedisL2 {
             Some(tags) => {
                 let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
                 let tags: Tags = tags.into_iter().map(String::into_boxed_str).collect();
-                read.tag_times = tags
-                    .iter()
-                    .cloned()
-                    .zip(tag_times(&reply, 7, tags.len()))
-                    .filter(|(_, time)| time.latest_us() > 0)
-                    .collect();
-                Some(Tagged { tags, written_us: number(4).unwrap_or(0) })
+                let times = if self.is_cluster() {
+                    self.tag_times(namespace, &tags).await?
+                } else {
+                    tag_times(&reply, 8, tags.len())
+                };
+                read.tag_times = tags.iter().cloned().zip(times).filter(|(_, time)| time.latest_us() > 0).collect();
+                // A fenced write on a cluster is judged from its load's start (`j`), not from when it landed.
+                Some(Tagged { tags, written_us: number(5).or(number(4)).unwrap_or(0) })
             }
             None => None,
         };
@@ -307,11 +497,12 @@ impl RedisL2 {
 
     /// Records an invalidation of `tags` now, in one script; returns its time.
     pub async fn invalidate_tags(&self, namespace: &str, tags: &[Box<str>], soft: bool) -> Result<ServerTime> {
+        let prefix = self.tag_prefix(namespace);
         let mut invocation = self.scripts.invalidate_tags.prepare_invoke();
-        invocation.arg(tag_prefix(namespace)).arg(if soft { "s" } else { "h" }).arg(TAG_RECORD_RETENTION_MS);
         for tag in tags {
-            invocation.arg(&**tag);
+            invocation.key(format!("{prefix}{tag}"));
         }
+        invocation.arg(if soft { "s" } else { "h" }).arg(TAG_RECORD_RETENTION_MS);
         let at: String =
             invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("invalidateTags", e))?;
         Ok(ServerTime(at.parse().unwrap_or(0)))
@@ -319,10 +510,13 @@ impl RedisL2 {
 
     /// The invalidation records of `tags`, in one script.
     pub async fn tag_times(&self, namespace: &str, tags: &[Box<str>]) -> Result<Vec<TagTime>> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefix = self.tag_prefix(namespace);
         let mut invocation = self.scripts.tag_times.prepare_invoke();
-        invocation.arg(tag_prefix(namespace));
         for tag in tags {
-            invocation.arg(&**tag);
+            invocation.key(format!("{prefix}{tag}"));
         }
         let reply: Vec<Option<String>> =
             invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("getTagExpiration", e))?;
@@ -330,35 +524,68 @@ impl RedisL2 {
     }
 
     /// Writes the entry (and publishes its bus message) in one script, unless its condition refuses it; returns the
-    /// write's time.
+    /// write's time. On a cluster a fenced tagged write then reads its tags' records (another slot) and withdraws
+    /// itself when one was invalidated since its load began; it returns its load's start as its time, since that
+    /// is what its tags are judged by.
     pub async fn set(&self, key: &str, namespace: &str, json: &str, write: Write<'_>) -> Result<Option<ServerTime>> {
-        let since = match write.condition {
-            WriteCondition::Always => String::new(),
-            WriteCondition::UnchangedSince(ServerTime(us)) => us.to_string(),
-        };
+        let since = write.condition.since();
+        let tags_elsewhere = self.is_cluster();
         let written: String = self
             .scripts
             .set
             .key(key)
-            .key(format!("{INVALIDATION_PREFIX}{namespace}"))
+            .key(self.marker_of(namespace, key))
             .arg(json)
             .arg(write.lifetime.ttl_ms)
             .arg(self.fence_window_ms)
-            .arg(since)
+            .arg(since.map_or(String::new(), |at| at.0.to_string()))
             .arg(BUS_CHANNEL)
             .arg(write.bus_message.unwrap_or(""))
             .arg(write.lifetime.grace_ms)
             .arg(if write.tags.is_empty() { String::new() } else { tags_json(write.tags) })
-            .arg(tag_prefix(namespace))
+            .arg(if tags_elsewhere { String::new() } else { self.tag_prefix(namespace) })
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.error("set", e))?;
-        Ok(written.parse().ok().map(ServerTime))
+        let Some(written) = written.parse().ok().map(ServerTime) else {
+            return Ok(None);
+        };
+        match since {
+            Some(since) if tags_elsewhere && !write.tags.is_empty() => {
+                // Should this check fail, the entry stays, judged by its `j`: never served past such an invalidation.
+                let times = self.tag_times(namespace, write.tags).await?;
+                if times.iter().any(|time| time.latest_us() >= since.0) {
+                    let mut withdraw = self.scripts.withdraw.key(key);
+                    withdraw.arg(written.0.to_string()).arg(self.fence_window_ms);
+                    let _: i64 = withdraw.invoke_async(&mut self.conn()).await.map_err(|e| self.error("set", e))?;
+                    return Ok(None);
+                }
+                Ok(Some(since))
+            }
+            _ => Ok(Some(written)),
+        }
     }
 
-    /// Leaves a tombstone of each key (and publishes `bus_message`) in one script; returns how many were live.
-    /// `keys` must not be empty.
+    /// Leaves a tombstone of each key (and publishes `bus_message`) in one script, on a cluster one per slot and the
+    /// message after them; returns how many were live. `keys` must not be empty.
     pub async fn delete(&self, keys: &[String], bus_message: Option<&str>) -> Result<u64> {
+        let groups = self.by_slot(keys.iter());
+        if groups.len() <= 1 {
+            return self.delete_in_slot(keys.iter(), bus_message).await;
+        }
+        let removals = groups.iter().map(|group| self.delete_in_slot(group.iter().copied(), None));
+        let removed: u64 = futures_util::future::try_join_all(removals).await?.into_iter().sum();
+        if let Some(message) = bus_message {
+            self.publish(BUS_CHANNEL, message).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn delete_in_slot<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a String>,
+        bus_message: Option<&str>,
+    ) -> Result<u64> {
         let mut invocation = self.scripts.delete.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -367,35 +594,135 @@ impl RedisL2 {
         invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("delete", e))
     }
 
-    /// Whether a live entry exists: the read of [`RedisL2::get`], since liveness needs the value's expiry and the
-    /// Stamps the namespace's invalidation marker, then walks `SCAN MATCH` over the namespace and unlinks each step's
-    /// keys that [`Pattern::matches`]; returns how many live ones went. Not atomic: a key written during the walk
-    /// may survive it, but no load that started before the call can store its value after it.
+    /// `keys` grouped by slot on a cluster; one group of them all on one server.
+    fn by_slot<'a>(&self, keys: impl Iterator<Item = &'a String>) -> Vec<Vec<&'a String>> {
+        if !self.is_cluster() {
+            return vec![keys.collect()];
+        }
+        let mut groups: std::collections::BTreeMap<usize, Vec<&'a String>> = std::collections::BTreeMap::new();
+        for key in keys {
+            groups.entry(slot_of(key.as_bytes())).or_default().push(key);
+        }
+        groups.into_values().collect()
+    }
+
+    /// Stamps the namespace's invalidation marker (on a cluster, every slot's), then walks `SCAN MATCH` over the
+    /// namespace (on every master) and unlinks each step's keys that [`Pattern::matches`]; returns how many live ones
+    /// went. Not atomic: a key written during the walk may survive it, but no load that started before the call can
+    /// store its value after it.
     pub async fn delete_matching(&self, namespace: &str, pattern: &Pattern) -> Result<u64> {
-        let mut conn = self.conn();
-        let mut mark = self.scripts.mark_invalidation.prepare_invoke();
-        mark.key(format!("{INVALIDATION_PREFIX}{namespace}")).arg(self.fence_window_ms);
-        let _: i64 = self.round_trip("invalidatePattern", mark.invoke_async(&mut conn)).await?;
         let prefix = crate::key::namespaced(namespace, "");
         let glob = pattern.to_redis_match(&prefix);
+        if !self.is_cluster() {
+            let mut mark = self.scripts.mark_invalidation.prepare_invoke();
+            mark.key(format!("{INVALIDATION_PREFIX}{namespace}")).arg(self.fence_window_ms);
+            let _: i64 = self.round_trip("invalidatePattern", mark.invoke_async(&mut self.conn())).await?;
+            return self.scan_and_unlink(namespace, pattern, &glob, None).await;
+        }
+        let masters = self.masters().await?;
+        // Every slot's marker before any key goes: a load that began before this call is fenced wherever its key is.
+        futures_util::future::try_join_all(masters.iter().map(|master| self.mark_slots(namespace, master))).await?;
+        let walks = masters.iter().map(|master| self.scan_and_unlink(namespace, pattern, &glob, Some(master)));
+        Ok(futures_util::future::try_join_all(walks).await?.into_iter().sum())
+    }
+
+    /// The cluster's masters and their slots, from `CLUSTER SLOTS`.
+    async fn masters(&self) -> Result<Vec<Master>> {
+        let reply: Vec<Value> = self
+            .round_trip("invalidatePattern slots", redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut self.conn()))
+            .await?;
+        let mut masters: Vec<Master> = Vec::new();
+        for range in reply {
+            // [start, end, [host, port, id], replicas...]
+            let Value::Array(fields) = range else { continue };
+            let number = |i: usize| fields.get(i).and_then(|v| redis::from_redis_value::<usize>(v.clone()).ok());
+            let (Some(start), Some(end), Some(Value::Array(node))) = (number(0), number(1), fields.get(2)) else {
+                continue;
+            };
+            let (Some(host), Some(port)) = (
+                node.first().and_then(|v| redis::from_redis_value::<String>(v.clone()).ok()),
+                node.get(1).and_then(|v| redis::from_redis_value::<u16>(v.clone()).ok()),
+            ) else {
+                continue;
+            };
+            match masters.iter_mut().find(|m| m.host == host && m.port == port) {
+                Some(master) => master.slots.push((start, end)),
+                None => masters.push(Master { host, port, slots: vec![(start, end)] }),
+            }
+        }
+        let covered: usize = masters.iter().flat_map(|m| &m.slots).map(|(start, end)| end + 1 - start).sum();
+        if covered != CLUSTER_SLOTS {
+            return Err(CacheError::new(
+                ErrorKind::L2Unavailable,
+                format!("Redis L2 invalidatePattern: the cluster serves {covered} of {CLUSTER_SLOTS} slots"),
+            ));
+        }
+        Ok(masters)
+    }
+
+    /// Stamps the marker of every slot `master` serves with its clock's time now, in one pipeline. The time is read
+    /// first: a load that began after it read its source after the change this call announces, so it may store.
+    async fn mark_slots(&self, namespace: &str, master: &Master) -> Result<()> {
+        let mut conn = match self.conn() {
+            Conn::Cluster(c) => c,
+            Conn::Server(_) => unreachable!("only a cluster has masters"),
+        };
+        let time = self.round_trip("invalidatePattern", conn.route_command(redis::cmd("TIME"), master.route())).await?;
+        let (seconds, micros): (u64, u64) =
+            redis::from_redis_value(time).map_err(|e| self.error("invalidatePattern", e.into()))?;
+        let now = (seconds * 1_000_000 + micros).to_string();
+        let mut pipe = redis::pipe();
+        for (start, end) in &master.slots {
+            for slot in *start..=*end {
+                pipe.cmd("SET").arg(marker_in_slot(namespace, slot)).arg(&now).arg("PX").arg(self.fence_window_ms);
+            }
+        }
+        let count = master.slots.iter().map(|(start, end)| end + 1 - start).sum();
+        let route = SingleNodeRoutingInfo::ByAddress { host: master.host.clone(), port: master.port };
+        let replies = self.round_trip("invalidatePattern", conn.route_pipeline(pipe, 0, count, route)).await?;
+        if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
+            return Err(self.error("invalidatePattern", RedisError::from(e.clone())));
+        }
+        Ok(())
+    }
+
+    /// Walks `SCAN MATCH glob` on one server (`master`, or the only one) and unlinks what `pattern` matches.
+    async fn scan_and_unlink(
+        &self,
+        namespace: &str,
+        pattern: &Pattern,
+        glob: &str,
+        master: Option<&Master>,
+    ) -> Result<u64> {
+        let mut conn = self.conn();
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
-            let scan = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&glob).arg("COUNT").arg(self.scan_count).clone();
-            let (next, keys): (u64, Vec<String>) =
-                self.round_trip("invalidatePattern scan", scan.query_async(&mut conn)).await?;
+            let scan = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(glob).arg("COUNT").arg(self.scan_count).clone();
+            let (next, keys): (u64, Vec<String>) = match (master, &mut conn) {
+                (Some(master), Conn::Cluster(cluster)) => {
+                    let reply =
+                        self.round_trip("invalidatePattern scan", cluster.route_command(scan, master.route())).await?;
+                    redis::from_redis_value(reply).map_err(|e| self.error("invalidatePattern scan", e.into()))?
+                }
+                _ => self.round_trip("invalidatePattern scan", scan.query_async(&mut conn)).await?,
+            };
             let matching: Vec<&String> = keys
                 .iter()
                 .filter(|full| crate::key::strip_namespace(namespace, full).is_some_and(|key| pattern.matches(key)))
                 .collect();
-            if !matching.is_empty() {
-                let mut invocation = self.scripts.unlink_counting_live.prepare_invoke();
-                for key in matching {
-                    invocation.key(key);
-                }
-                let live: u64 = self.round_trip("invalidatePattern unlink", invocation.invoke_async(&mut conn)).await?;
-                removed += live;
-            }
+            let unlinks =
+                self.by_slot(matching.into_iter()).into_iter().filter(|g| !g.is_empty()).map(|group| {
+                    let mut invocation = self.scripts.unlink_counting_live.prepare_invoke();
+                    for key in group {
+                        invocation.key(key);
+                    }
+                    let mut conn = self.conn();
+                    async move {
+                        self.round_trip("invalidatePattern unlink", invocation.invoke_async::<u64>(&mut conn)).await
+                    }
+                });
+            removed += futures_util::future::try_join_all(unlinks).await?.into_iter().sum::<u64>();
             if next == 0 {
                 return Ok(removed);
             }
@@ -416,7 +743,7 @@ impl RedisL2 {
         }
     }
 
-    /// `PUBLISH` on `channel`, on the command connection.
+    /// `PUBLISH` on `channel`, on the command connection (a cluster forwards it to every node).
     pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
         self.conn().publish(channel, message).await.map_err(|e| self.error("bus publish", e))
     }
@@ -454,8 +781,30 @@ impl RedisL2 {
 
     /// A dedicated pub/sub connection subscribed to the bus channel and to `probe_channel`: a stream that ends when
     /// the connection is lost. It may also never answer (a half-open connection): the bus bounds every wait on it.
+    /// On a cluster it goes to the first seed node that answers, replica or master: each node hears every `PUBLISH`.
     pub async fn subscribe(&self, probe_channel: &str) -> Result<BusStream> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(|e| self.error("bus connect", e))?;
+        let mut pubsub = match &self.topology {
+            Topology::Server { client, .. } => {
+                client.get_async_pubsub().await.map_err(|e| self.error("bus connect", e))?
+            }
+            Topology::Cluster { seeds, .. } => {
+                let mut last = None;
+                let mut found = None;
+                for seed in seeds {
+                    match self.round_trip("bus connect", seed.get_async_pubsub()).await {
+                        Ok(pubsub) => {
+                            found = Some(pubsub);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                match found {
+                    Some(pubsub) => pubsub,
+                    None => return Err(last.unwrap_or_else(|| CacheError::new(ErrorKind::L2Unavailable, "no seed"))),
+                }
+            }
+        };
         pubsub.subscribe(&[BUS_CHANNEL, probe_channel]).await.map_err(|e| self.error("bus subscribe", e))?;
         let probe_channel = probe_channel.to_owned();
         Ok(Box::pin(pubsub.into_on_message().filter_map(move |msg| {
@@ -468,9 +817,14 @@ impl RedisL2 {
     }
 }
 
+/// The namespace marker of `slot` on a cluster.
+fn marker_in_slot(namespace: &str, slot: usize) -> String {
+    format!("{INVALIDATION_PREFIX}{{{}}}{namespace}", slot_tags()[slot])
+}
+
 /// A held Redis lock: the lock key and the token that proves ownership.
 pub struct TokenLock {
-    manager: Option<ConnectionManager>,
+    manager: Option<Conn>,
     lock_key: String,
     token: String,
 }
@@ -486,7 +840,7 @@ impl TokenLock {
 }
 
 /// Deletes the lock only if it still holds our token: past its expiry another process may own it.
-async fn unlock(mut manager: ConnectionManager, lock_key: &str, token: &str) {
+async fn unlock(mut manager: Conn, lock_key: &str, token: &str) {
     let _: std::result::Result<i64, _> =
         redis::Script::new(UNLOCK_IF_OWNER).key(lock_key).arg(token).invoke_async(&mut manager).await;
 }
@@ -497,5 +851,21 @@ impl Drop for TokenLock {
             let (lock_key, token) = (std::mem::take(&mut self.lock_key), std::mem::take(&mut self.token));
             crate::runtime::spawn(async move { unlock(manager, &lock_key, &token).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_redis_cluster() {
+        // Values from the Redis Cluster specification's examples and `CLUSTER KEYSLOT`.
+        assert_eq!(slot_of(b"123456789"), 0x31C3);
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
+        assert_eq!(slot_of(b"foo{}{bar}"), slot_of(b"foo{}{bar}".as_slice()));
+        let tags = slot_tags();
+        assert!((0..CLUSTER_SLOTS).all(|slot| slot_of(format!("x{{{}}}y", tags[slot]).as_bytes()) == slot));
     }
 }
