@@ -72,11 +72,11 @@ export async function startRedisCluster({ masters = 3, nodeTimeoutMs = 1500 } = 
     for (const port of ports) {
       await until(async () => (await cli(port, 'cluster', 'info')).includes('cluster_state:ok'), `cluster state on ${port}`)
     }
-    // Every replica attached, so that a killed master has one to fail over to.
+    // Every replica attached and in sync (about 5 s after create), so that a killed master has one to fail over to.
     await until(async () => {
-      const nodes = await cli(ports[0], 'cluster', 'nodes')
-      return nodes.split('\n').filter((l) => l.includes('slave') && !l.includes('fail')).length === masters
-    }, 'replicas')
+      const links = await Promise.all(ports.map(async (p) => (await cli(p, 'info', 'replication')).match(/master_link_status:(\w+)/)?.[1]))
+      return links.filter((l) => l === 'up').length === masters
+    }, 'replicas in sync')
   } catch (e) {
     stop()
     throw e
