@@ -112,6 +112,20 @@ export interface PostgresOptions {
    * advisory lock). Integer from 1 to 86400. Default `60`. Expired rows are never returned, swept or not.
    */
   cleanupInterval?: number
+  /**
+   * Whether pooled connections use named prepared statements, cached per connection. Default `true`. Set `false`
+   * behind a transaction pooler that does not carry them across transactions (PgBouncer before 1.21 in transaction
+   * mode): each call then sends an unnamed statement inside a transaction of its own (two more round trips, measured
+   * in the README's "Scaling out").
+   */
+  preparedStatements?: boolean
+  /**
+   * Where the invalidation bus's `LISTEN` connection and the load locks' session connect: a `postgres://` URL of the
+   * database itself or of a session pooler, since both need one server session for as long as they live. Default:
+   * `url`. A bus on a transaction pooler hears nothing: that is reported at once to `onError` (`ERR_CACHE_BUS`) and
+   * counted in `stats().busUnheard`. Not a `postgres://` URL: `ERR_CACHE_INVALID_OPTION`.
+   */
+  sessionUrl?: string
 }
 
 /** Options of the Redis L2. */
@@ -402,6 +416,12 @@ export interface CacheStats {
   busUp: boolean
   /** Times the bus connection was re-established after a loss (each drops the whole L1). */
   busReconnects: number
+  /**
+   * Bus subscriptions that opened and published their probe but never heard it come back: `LISTEN` through a
+   * transaction pooler (PgBouncer in transaction mode), which never delivers notifications. The first is reported to
+   * `onError` at once with `ERR_CACHE_BUS`; point `postgres.sessionUrl` at a direct or session-pooled address.
+   */
+  busUnheard: number
   /** `getOrSet` calls that waited for a load run by another caller: in their own thread, another one or another process. */
   lockWaits: number
   /** Waits that ran out after `lockTimeout` and ran the loader themselves. */

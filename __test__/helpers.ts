@@ -27,9 +27,15 @@ export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
  */
 export const REDIS_CLUSTER_URL = process.env.TEST_REDIS_CLUSTER_URL
 
+/**
+ * The PgBouncer in transaction pooling mode in front of the shared Postgres that `npm run test:node` starts for the
+ * whole run; unset when ava runs alone, and the pgbouncer backend is then left out.
+ */
+export const PGBOUNCER_URL = process.env.TEST_PGBOUNCER_URL
+
 /** A way the cache runs: its name, its L2 URL (none: memory only) and the options that L2 needs besides. */
 export interface Backend {
-  readonly name: 'memory' | 'postgres' | 'redis' | 'cluster'
+  readonly name: 'memory' | 'postgres' | 'redis' | 'cluster' | 'pgbouncer'
   readonly url: string | undefined
   readonly options: CacheOptions
 }
@@ -40,7 +46,14 @@ export const BACKENDS: readonly Backend[] = [
   { name: 'postgres', url: POSTGRES_URL, options: {} },
   { name: 'redis', url: REDIS_URL, options: {} },
   ...(REDIS_CLUSTER_URL ? [{ name: 'cluster' as const, url: REDIS_CLUSTER_URL, options: { redis: { cluster: true } } }] : []),
+  // Postgres through a transaction pooler: unnamed statements, the bus and the locks on a direct session.
+  ...(PGBOUNCER_URL
+    ? [{ name: 'pgbouncer' as const, url: PGBOUNCER_URL, options: { postgres: { preparedStatements: false, sessionUrl: POSTGRES_URL } } }]
+    : []),
 ]
+
+/** Whether `backend` is a Postgres L2, directly or through a pooler. */
+export const isPostgres = (backend: Backend): boolean => backend.name === 'postgres' || backend.name === 'pgbouncer'
 
 /** The backends a fault proxy can stand in front of: one server each (a cluster redirects clients to its nodes). */
 export const PROXIABLE = BACKENDS.filter((b): b is Backend & { name: L2 } => b.name === 'postgres' || b.name === 'redis')
@@ -153,10 +166,10 @@ export async function scratchTable(t: ExecutionContext, prefix: string): Promise
  */
 export async function isolatedOptions(t: ExecutionContext, backend: Backend, prefix: string): Promise<CacheOptions> {
   const namespace = uniqueNamespace(`${prefix}-${backend.name}`)
-  if (backend.name !== 'postgres') return { ...connectionOf(backend), namespace }
+  if (!isPostgres(backend)) return { ...connectionOf(backend), namespace }
   const { client, table } = await scratchTable(t, prefix)
   t.teardown(() => client.query(`DROP TABLE IF EXISTS "${table}_tags"`))
-  return { url: backend.url, namespace, postgres: { table } }
+  return { ...connectionOf(backend), namespace, postgres: { ...backend.options.postgres, table } }
 }
 
 export async function withPg<T>(url: string, f: (db: pg.Client) => Promise<T>): Promise<T> {

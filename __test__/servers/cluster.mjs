@@ -2,7 +2,7 @@
 // (3 masters, 3 replicas) and a PgBouncer in transaction pooling in front of the shared Postgres. Each runs on free
 // loopback ports in a temporary directory and is stopped by its pid, never by name.
 import { spawn, execFile } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -130,7 +130,7 @@ export async function startPgBouncer({ upstreamHost = '127.0.0.1', upstreamPort 
       '[pgbouncer]',
       'listen_addr = 127.0.0.1',
       `listen_port = ${port}`,
-      `unix_socket_dir = ${dir}`,
+      'unix_socket_dir =',
       'auth_type = trust',
       `auth_file = ${join(dir, 'userlist.txt')}`,
       'pool_mode = transaction',
@@ -143,7 +143,11 @@ export async function startPgBouncer({ upstreamHost = '127.0.0.1', upstreamPort 
       '',
     ].join('\n'),
   )
-  const child = spawn(pgbouncerBinary(), [join(dir, 'pgbouncer.ini')], { stdio: 'ignore' })
+  // PgBouncer refuses to run as root: then it runs as postgres, which must be able to write its log there.
+  const asRoot = process.getuid?.() === 0
+  if (asRoot) chmodSync(dir, 0o777)
+  const args = [...(asRoot ? ['-u', 'postgres'] : []), join(dir, 'pgbouncer.ini')]
+  const child = spawn(pgbouncerBinary(), args, { stdio: 'ignore' })
   const stop = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
     rmSync(dir, { recursive: true, force: true })

@@ -146,6 +146,9 @@ pub trait BusListener: Send + Sync {
     fn on_connection_lost(&self, error: CacheError);
     /// The bus is subscribed and proven by a probe; `reconnected` is false the first time.
     fn on_connected(&self, reconnected: bool);
+    /// A subscription was opened and its probe published, but the probe never came back: the subscription cannot
+    /// hear anything (a transaction pooler). Called for each such subscription; `first` is true once per bus.
+    fn on_unheard(&self, error: CacheError, first: bool);
 }
 
 struct Shared {
@@ -228,15 +231,39 @@ enum Ended {
     Dropped,
     /// Lost; `was_up` tells whether it had been proven (and so whether listeners heard it was up).
     Lost { was_up: bool, why: &'static str },
+    /// Subscribed, and a probe was published, but none ever came back.
+    Unheard,
+}
+
+/// What the bus says when its subscription hears none of its published probes.
+fn unheard_error(backend: &str) -> CacheError {
+    let hint = if backend == "postgres" {
+        "LISTEN does not work on this connection: a transaction pooler (PgBouncer in transaction mode) never delivers          its notifications; point `postgres.sessionUrl` at the database or at a session pooler"
+    } else {
+        "the subscription hears nothing that is published"
+    };
+    CacheError::new(
+        ErrorKind::Bus,
+        format!(
+            "the invalidation bus subscribed, but none of its probes came back within {PROBE_DEADLINE_MS} ms: {hint};              without a bus, L1 entries live at most `busDownL1Ttl`"
+        ),
+    )
 }
 
 async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
     let probe_channel = l2.probe_channel(rand::random());
     let mut ever_up = false;
+    let mut ever_unheard = false;
     let mut delays = reconnect_delays();
     loop {
         match subscription(&l2, &shared, &probe_channel, ever_up).await {
             Ended::Dropped => return,
+            Ended::Unheard => {
+                let Some(bus) = shared.upgrade() else { return };
+                let error = unheard_error(l2.backend());
+                let first = !std::mem::replace(&mut ever_unheard, true);
+                bus.each_listener(|l| l.on_unheard(error.clone(), first));
+            }
             Ended::Lost { was_up, why } => {
                 let Some(bus) = shared.upgrade() else { return };
                 if was_up {
@@ -262,6 +289,9 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
         return Ended::Lost { was_up: false, why: "could not subscribe" };
     };
     let mut up = false;
+    // Set once a probe of this subscription was published: one that left and never came back on a subscription never
+    // proven means the subscription hears nothing.
+    let published = Arc::new(AtomicBool::new(false));
     // The probe on its way (its token and when it left), and when the last one came back.
     let mut outstanding: Option<(String, Instant)> = None;
     let mut last_echo: Option<Instant> = None;
@@ -297,6 +327,9 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
                 }
                 match &outstanding {
                     Some((_, sent_at)) if sent_at.elapsed() >= Duration::from_millis(PROBE_DEADLINE_MS) => {
+                        if !up && published.load(Ordering::Acquire) {
+                            return Ended::Unheard;
+                        }
                         return Ended::Lost { was_up: up, why: "stopped answering (no probe came back)" };
                     }
                     Some(_) => {}
@@ -307,10 +340,12 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
                         // Sent apart from this loop, so that a command connection that hangs cannot stop the
                         // subscription from being read; a probe that never leaves is just a probe that never comes
                         // back.
-                        let (l2, channel) = (l2.clone(), probe_channel.to_owned());
+                        let (l2, channel, published) = (l2.clone(), probe_channel.to_owned(), published.clone());
                         crate::runtime::spawn(async move {
                             let deadline = Duration::from_millis(PROBE_DEADLINE_MS);
-                            let _ = tokio::time::timeout(deadline, l2.publish_probe(&channel, &token)).await;
+                            if let Ok(Ok(())) = tokio::time::timeout(deadline, l2.publish_probe(&channel, &token)).await {
+                                published.store(true, Ordering::Release);
+                            }
                         });
                     }
                 }

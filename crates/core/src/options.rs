@@ -71,6 +71,8 @@ struct PostgresOptions {
     unlogged: Option<bool>,
     pool_size: Option<f64>,
     cleanup_interval: Option<f64>,
+    prepared_statements: Option<bool>,
+    session_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +110,10 @@ fn expected_at(path: &str) -> String {
         "" => "an object",
         "l1" | "l2Breaker" => "an object or false",
         "postgres" | "redis" => "an object",
-        "bus" | "distributedLock" | "postgres.unlogged" | "redis.cluster" => "a boolean",
+        "bus" | "distributedLock" | "postgres.unlogged" | "postgres.preparedStatements" | "redis.cluster" => {
+            "a boolean"
+        }
+        "postgres.sessionUrl" => POSTGRES_URL_EXPECTED,
         "postgres.table" | "postgres.schema" => "a Postgres identifier of 1 to 63 bytes",
         _ => "a string",
     }
@@ -230,8 +235,19 @@ fn postgres_config(pg: PostgresOptions) -> Result<PostgresConfig> {
         unlogged: pg.unlogged.unwrap_or(defaults.unlogged),
         pool_size: rules::POSTGRES_POOL_SIZE.or_default(pg.pool_size)? as u32,
         cleanup_interval_ms: millis(&rules::POSTGRES_CLEANUP_INTERVAL, pg.cleanup_interval)?,
+        prepared_statements: pg.prepared_statements.unwrap_or(defaults.prepared_statements),
+        session_url: match pg.session_url {
+            None => None,
+            Some(raw) => match parse_url(&raw, "postgres.sessionUrl") {
+                Ok((Backend::Postgres, url)) => Some(url),
+                _ => return Err(CacheError::invalid_option("postgres.sessionUrl", POSTGRES_URL_EXPECTED)),
+            },
+        },
     })
 }
+
+/// What `postgres.sessionUrl` must be.
+const POSTGRES_URL_EXPECTED: &str = "a postgres:// or postgresql:// URL";
 
 /// What `url` must be with `redis: { cluster: true }`.
 pub const CLUSTER_URL_EXPECTED: &str =
@@ -337,6 +353,9 @@ mod tests {
             (json!({ "postgres": { "poolSize": 0 } }), "`postgres.poolSize`"),
             (json!({ "redis": { "scanCount": 1 } }), "`redis.scanCount`"),
             (json!({ "redis": { "cluster": 1 } }), "`redis.cluster`"),
+            (json!({ "postgres": { "preparedStatements": "no" } }), "`postgres.preparedStatements`"),
+            (json!({ "postgres": { "sessionUrl": "redis://h" } }), "`postgres.sessionUrl`"),
+            (json!({ "postgres": { "sessionUrl": 5 } }), "`postgres.sessionUrl`"),
             (json!({ "url": "redis://a:7000,b:7001", "redis": { "cluster": true } }), "`url`"),
             (json!({ "url": "redis://a:7000,rediss://b:7001", "redis": { "cluster": true } }), "`url`"),
             (json!({ "url": "postgres://a/db", "redis": { "cluster": true } }), "`url`"),

@@ -95,6 +95,9 @@ counters!(
     bus_received,
     /// Times the bus subscription came back after a loss (each dropped the whole L1).
     bus_reconnects,
+    /// Bus subscriptions that were opened and probed (the probe published) but never heard one: `LISTEN` through a
+    /// transaction pooler, whose notifications never reach the listening client. Reported once, at the first.
+    bus_unheard,
     /// `getOrSet` calls that waited for another loader, in this process or another; once per call.
     lock_waits,
     /// Waits that ran out (`lockTimeout`), after which the caller loaded the value itself.

@@ -222,6 +222,13 @@ impl BusListener for Inner {
         self.report_background(&error);
     }
 
+    fn on_unheard(&self, error: CacheError, first: bool) {
+        bump(&self.stats.bus_unheard);
+        if first {
+            self.report_background(&error);
+        }
+    }
+
     fn on_connected(&self, reconnected: bool) {
         // Before the first subscription there was no connection to lose messages on; entries filled meanwhile were
         // capped at `busDownL1Ttl`, which bounds what they could have missed.

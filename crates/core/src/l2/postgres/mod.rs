@@ -83,6 +83,14 @@ pub struct PostgresConfig {
     /// Period of the expiry sweep, in ms (option `postgres.cleanupInterval`,
     /// [`crate::rules::POSTGRES_CLEANUP_INTERVAL`]).
     pub cleanup_interval_ms: u64,
+    /// Whether pooled connections keep named prepared statements (option `postgres.preparedStatements`, default
+    /// `true`). `false` for a transaction pooler that does not carry them from one transaction to the next (PgBouncer
+    /// before 1.21): each call then runs its unnamed statement inside a transaction of its own, which keeps it on one
+    /// server connection from parse to result.
+    pub prepared_statements: bool,
+    /// Where the bus's `LISTEN` connection and the load locks' session connect (option `postgres.sessionUrl`): a
+    /// direct or session-pooled address, since both need one server session for as long as they live. `None`: `url`.
+    pub session_url: Option<url::Url>,
 }
 
 impl Default for PostgresConfig {
@@ -93,8 +101,33 @@ impl Default for PostgresConfig {
             unlogged: false,
             pool_size: rules::POSTGRES_POOL_SIZE.default.unwrap_or_default() as u32,
             cleanup_interval_ms: rules::POSTGRES_CLEANUP_INTERVAL.default.unwrap_or_default() as u64 * 1000,
+            prepared_statements: true,
+            session_url: None,
         }
     }
+}
+
+/// Runs `$call` (a query's `fetch_*`/`execute` on the executor `$ex`) on a pooled connection: as it is with prepared
+/// statements, otherwise inside a transaction, so that a transaction pooler keeps the unnamed statement's parse,
+/// bind and execute on one server connection.
+macro_rules! pooled {
+    ($store:expr, $ex:ident => $call:expr) => {
+        async {
+            if $store.prepared {
+                let pool = $store.pool();
+                let $ex = &pool;
+                $call.await
+            } else {
+                let mut tx = $store.pool().begin().await?;
+                let out = {
+                    let $ex = &mut *tx;
+                    $call.await
+                }?;
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    };
 }
 
 /// The Postgres store.
@@ -114,6 +147,10 @@ pub struct PostgresL2 {
     table_check: tokio::sync::Mutex<()>,
     locks: Arc<LockSession>,
     fence_window_ms: u64,
+    /// [`PostgresConfig::prepared_statements`].
+    prepared: bool,
+    /// Options of the session connections (bus, locks): [`PostgresConfig::session_url`] or `url`.
+    session_options: PgConnectOptions,
     redactor: Redactor,
 }
 
@@ -121,13 +158,20 @@ impl PostgresL2 {
     /// Builds the pool without connecting: the first call connects, so a server that is down at start-up only
     /// degrades the calls made until it is up. Must run inside a tokio runtime.
     pub fn new(url: &url::Url, config: &PostgresConfig, timeout: Duration, fence_window: Duration) -> Result<Self> {
-        let redactor = Redactor::for_url(url);
-        let connect_options: PgConnectOptions = url
-            .as_str()
-            .parse()
-            .map_err(|e| redactor.error(ErrorKind::InvalidOption, "option `url` is not a valid Postgres URL", e))?;
-        // The pid lets an operator (or a test) tell the connections of each instance apart in pg_stat_activity.
-        let connect_options = connect_options.application_name(&format!("tiered-cache pid {}", std::process::id()));
+        let session_url = config.session_url.as_ref().unwrap_or(url);
+        let redactor = Redactor::for_urls(&[url.clone(), session_url.clone()]);
+        let parse = |url: &url::Url, name: &str| -> Result<PgConnectOptions> {
+            let options: PgConnectOptions = url.as_str().parse().map_err(|e| {
+                redactor.error(ErrorKind::InvalidOption, &format!("option `{name}` is not a valid Postgres URL"), e)
+            })?;
+            // The pid lets an operator (or a test) tell the connections of each instance apart in pg_stat_activity.
+            Ok(options.application_name(&format!("tiered-cache pid {}", std::process::id())))
+        };
+        let connect_options = parse(url, "url")?;
+        // Without prepared statements no statement is cached either: a cached one is a named one.
+        let connect_options =
+            if config.prepared_statements { connect_options } else { connect_options.statement_cache_capacity(0) };
+        let session_options = parse(session_url, "postgres.sessionUrl")?;
         let pool_options = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)
@@ -140,13 +184,15 @@ impl PostgresL2 {
             pool: std::sync::RwLock::new(pool_options.clone().connect_lazy_with(connect_options.clone())),
             pool_options,
             round_trip_timeout: timeout,
-            locks: Arc::new(LockSession::new(connect_options.clone())),
+            locks: Arc::new(LockSession::new(session_options.clone())),
             connect_options,
             sql: Statements::new(config),
             table_ready: AtomicBool::new(false),
             extended: AtomicBool::new(false),
             table_check: Default::default(),
             fence_window_ms: fence_window.as_millis().max(1) as u64,
+            prepared: config.prepared_statements,
+            session_options,
             redactor,
         })
     }
@@ -190,16 +236,17 @@ impl PostgresL2 {
     }
 
     async fn create_table_if_absent(&self) -> Result<()> {
-        let mut conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
-        let (exists, extended): (bool, bool) = sqlx::query_as(EXTENSION_LOOKUP)
+        let (exists, extended): (bool, bool) = pooled!(self, ex => sqlx::query_as(EXTENSION_LOOKUP)
             .bind(&self.sql.table_name)
-            .fetch_one(conn.as_mut())
-            .await
-            .map_err(|e| self.error("table lookup", e))?;
+            .persistent(self.prepared)
+            .fetch_one(ex))
+        .await
+        .map_err(|e| self.error("table lookup", e))?;
         self.extended.store(extended, Ordering::Release);
         if exists {
             return Ok(());
         }
+        let conn = self.pool().acquire().await.map_err(|e| self.error("connect", e))?;
         self.run_ddl(conn, &self.sql.create, "table creation").await
     }
 
@@ -229,11 +276,12 @@ impl PostgresL2 {
         if self.extended.load(Ordering::Acquire) {
             return Ok(false);
         }
-        let (_, extended): (bool, bool) = sqlx::query_as(EXTENSION_LOOKUP)
+        let (_, extended): (bool, bool) = pooled!(self, ex => sqlx::query_as(EXTENSION_LOOKUP)
             .bind(&self.sql.table_name)
-            .fetch_one(&self.pool())
-            .await
-            .map_err(|e| self.error("table lookup", e))?;
+            .persistent(self.prepared)
+            .fetch_one(ex))
+        .await
+        .map_err(|e| self.error("table lookup", e))?;
         Ok(extended && !self.extended.swap(true, Ordering::AcqRel))
     }
 
@@ -254,11 +302,11 @@ impl PostgresL2 {
     pub async fn get(&self, key: &str) -> Result<L2Read> {
         self.ensure_table().await?;
         let extended = self.extended.load(Ordering::Acquire);
-        let mut query = sqlx::query(&self.sql.get[extended as usize]).bind(key);
+        let mut query = sqlx::query(&self.sql.get[extended as usize]).bind(key).persistent(self.prepared);
         if extended {
             query = query.bind(crate::key::namespace_of(key));
         }
-        let row = query.fetch_one(&self.pool()).await.map_err(|e| self.error("get", e))?;
+        let row = pooled!(self, ex => query.fetch_one(ex)).await.map_err(|e| self.error("get", e))?;
         let mut read = L2Read {
             at: ServerTime(row.get::<i64, _>(0).max(0) as u64),
             hit: None,
@@ -308,7 +356,8 @@ impl PostgresL2 {
         let bus_message = write.bus_message;
         let fail = |e| self.error("set", e);
         let statement = &statements[write.condition.since().is_some() as usize][bus_message.is_some() as usize];
-        let mut query = sqlx::query(statement).bind(key).bind(json).bind(write.lifetime.ttl_ms as i64);
+        let mut query =
+            sqlx::query(statement).bind(key).bind(json).bind(write.lifetime.ttl_ms as i64).persistent(self.prepared);
         if extended {
             let tags: Option<Vec<&str>> = (!write.tags.is_empty()).then(|| write.tags.iter().map(|t| &**t).collect());
             query = query.bind(write.lifetime.grace_ms as i64).bind(tags);
@@ -319,7 +368,7 @@ impl PostgresL2 {
             if let Some(message) = bus_message {
                 query = query.bind(BUS_CHANNEL).bind(message);
             }
-            return Ok(written_at(query.fetch_all(&self.pool()).await.map_err(fail)?));
+            return Ok(written_at(pooled!(self, ex => query.fetch_all(ex)).await.map_err(fail)?));
         };
         let mut tx = self.invalidation_locked(namespace, Lock::Shared).await.map_err(fail)?;
         let mut query = query
@@ -342,13 +391,13 @@ impl PostgresL2 {
     pub async fn invalidate_tags(&self, namespace: &str, tags: &[Box<str>], soft: bool) -> Result<ServerTime> {
         self.ensure_extended().await?;
         let tags: Vec<&str> = tags.iter().map(|t| &**t).collect();
-        let (at, _): (i64, i64) = sqlx::query_as(&self.sql.invalidate_tags[soft as usize])
+        let query = sqlx::query_as(&self.sql.invalidate_tags[soft as usize])
             .bind(namespace)
             .bind(tags)
             .bind(TAG_RECORD_RETENTION_MS as i64)
-            .fetch_one(&self.pool())
-            .await
-            .map_err(|e| self.error("invalidateTags", e))?;
+            .persistent(self.prepared);
+        let (at, _): (i64, i64) =
+            pooled!(self, ex => query.fetch_one(ex)).await.map_err(|e| self.error("invalidateTags", e))?;
         Ok(ServerTime(at.max(0) as u64))
     }
 
@@ -356,12 +405,9 @@ impl PostgresL2 {
     pub async fn tag_times(&self, namespace: &str, tags: &[Box<str>]) -> Result<Vec<TagTime>> {
         self.ensure_extended().await?;
         let names: Vec<&str> = tags.iter().map(|t| &**t).collect();
-        let rows: Vec<(i64, i64)> = sqlx::query_as(&self.sql.tag_times)
-            .bind(namespace)
-            .bind(names)
-            .fetch_all(&self.pool())
-            .await
-            .map_err(|e| self.error("getTagExpiration", e))?;
+        let query = sqlx::query_as(&self.sql.tag_times).bind(namespace).bind(names).persistent(self.prepared);
+        let rows: Vec<(i64, i64)> =
+            pooled!(self, ex => query.fetch_all(ex)).await.map_err(|e| self.error("getTagExpiration", e))?;
         Ok(rows
             .into_iter()
             .map(|(hard, soft)| TagTime { hard_us: hard.max(0) as u64, soft_us: soft.max(0) as u64 })
@@ -377,11 +423,11 @@ impl PostgresL2 {
         keys.sort_unstable();
         keys.dedup();
         let statements = &self.sql.delete[self.extended.load(Ordering::Acquire) as usize];
-        let mut query = sqlx::query(&statements[bus_message.is_some() as usize]).bind(keys);
+        let mut query = sqlx::query(&statements[bus_message.is_some() as usize]).bind(keys).persistent(self.prepared);
         if let Some(message) = bus_message {
             query = query.bind(BUS_CHANNEL).bind(message);
         }
-        let row = query.fetch_one(&self.pool()).await.map_err(|e| self.error("delete", e))?;
+        let row = pooled!(self, ex => query.fetch_one(ex)).await.map_err(|e| self.error("delete", e))?;
         Ok(row.get::<i64, _>(0) as u64)
     }
 
@@ -396,6 +442,7 @@ impl PostgresL2 {
             let removed: i64 = sqlx::query_scalar(&self.sql.mark_and_delete_like)
                 .bind(like)
                 .bind(format!("{INVALIDATION_PREFIX}{namespace}"))
+                .persistent(self.prepared)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(fail)?;
@@ -420,18 +467,19 @@ impl PostgresL2 {
             Lock::Shared => "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))",
             Lock::Exclusive => "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         };
-        sqlx::query(take).bind(ADVISORY_CLASS_INVALIDATION).bind(namespace).execute(&mut *tx).await?;
+        sqlx::query(take)
+            .bind(ADVISORY_CLASS_INVALIDATION)
+            .bind(namespace)
+            .persistent(self.prepared)
+            .execute(&mut *tx)
+            .await?;
         Ok(tx)
     }
 
     /// `pg_notify` on `channel`, on a pooled connection.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(message)
-            .execute(&self.pool())
-            .await
-            .map_err(|e| self.error("bus publish", e))?;
+        let query = sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(message).persistent(self.prepared);
+        pooled!(self, ex => query.execute(ex)).await.map_err(|e| self.error("bus publish", e))?;
         Ok(())
     }
 
@@ -446,21 +494,19 @@ impl PostgresL2 {
         self.ensure_table().await?;
         let extended = self.extended.load(Ordering::Acquire);
         if extended {
-            sqlx::query(&self.sql.cleanup_tags)
-                .execute(&self.pool())
-                .await
-                .map_err(|e| self.error("expiry sweep of tags", e))?;
+            let query = sqlx::query(&self.sql.cleanup_tags).persistent(self.prepared);
+            pooled!(self, ex => query.execute(ex)).await.map_err(|e| self.error("expiry sweep of tags", e))?;
         }
         let cleanup = &self.sql.cleanup[extended as usize];
         let mut total = 0;
         for _ in 0..CLEANUP_MAX_BATCHES {
-            let (locked, deleted): (bool, i64) = sqlx::query_as(cleanup)
+            let query = sqlx::query_as(cleanup)
                 .bind(&self.sql.table_name)
                 .bind(CLEANUP_BATCH_ROWS)
                 .bind(self.fence_window_ms as i64)
-                .fetch_one(&self.pool())
-                .await
-                .map_err(|e| self.error("expiry sweep", e))?;
+                .persistent(self.prepared);
+            let (locked, deleted): (bool, i64) =
+                pooled!(self, ex => query.fetch_one(ex)).await.map_err(|e| self.error("expiry sweep", e))?;
             total += deleted as u64;
             if !locked || deleted < CLEANUP_BATCH_ROWS {
                 break;
@@ -480,7 +526,7 @@ impl PostgresL2 {
     /// connection is lost. It may also never answer (a half-open connection): the bus bounds every wait on it.
     pub async fn listen(&self, probe_channel: &str) -> Result<BusStream> {
         let options =
-            self.connect_options.clone().application_name(&format!("tiered-cache bus pid {}", std::process::id()));
+            self.session_options.clone().application_name(&format!("tiered-cache bus pid {}", std::process::id()));
         let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
         let mut listener = PgListener::connect_with(&pool).await.map_err(|e| self.error("bus connect", e))?;
         // Reconnection is ours to do: a lost connection means lost messages, which the store must hear about.
