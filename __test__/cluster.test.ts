@@ -3,7 +3,7 @@
 import test from 'ava'
 import Redis from 'ioredis'
 
-import { startRedisCluster } from './servers/cluster.mjs'
+import { startRedisCluster } from './servers.mjs'
 import { Cache, Peer, REDIS_CLUSTER_URL, eventually, openCache, sleep, uniqueNamespace } from './helpers.js'
 import type { CacheError } from '../index.js'
 

@@ -2,7 +2,7 @@
 // backend): what a transaction pooler cannot carry is found and said at once, never a bus that silently hears nothing.
 import test from 'ava'
 
-import { startPgBouncer } from './servers/cluster.mjs'
+import { startPgBouncer } from './servers.mjs'
 import { PGBOUNCER_URL, POSTGRES_URL, eventually, openCache, sleep, uniqueNamespace, withPg } from './helpers.js'
 import type { CacheError } from '../index.js'
 

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
-import { startPgBouncer, startRedisCluster } from './servers/cluster.mjs'
+import { startPgBouncer, startRedisCluster } from './servers.mjs'
 
 const servers = []
 const stopAll = () => {
