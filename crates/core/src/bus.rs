@@ -142,8 +142,8 @@ pub fn encode(
 pub trait BusListener: Send + Sync {
     /// A message from any sender (the listener skips its own).
     fn on_message(&self, message: &BusMessage);
-    /// The bus connection was lost, or stopped answering probes: messages may be missed from now on.
-    fn on_connection_lost(&self, error: CacheError);
+    /// The bus connection was lost, or stopped answering probes (`half_open`): messages may be missed from now on.
+    fn on_connection_lost(&self, error: CacheError, half_open: bool);
     /// The bus is subscribed and proven by a probe; `reconnected` is false the first time.
     fn on_connected(&self, reconnected: bool);
 }
@@ -226,8 +226,9 @@ fn reconnect_delays() -> impl Iterator<Item = Duration> {
 enum Ended {
     /// The bus was dropped: stop.
     Dropped,
-    /// Lost; `was_up` tells whether it had been proven (and so whether listeners heard it was up).
-    Lost { was_up: bool, why: &'static str },
+    /// Lost; `was_up` tells whether it had been proven (and so whether listeners heard it was up), `half_open`
+    /// whether the connection stayed open but stopped carrying probes.
+    Lost { was_up: bool, why: &'static str, half_open: bool },
 }
 
 async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
@@ -237,7 +238,7 @@ async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
     loop {
         match subscription(&l2, &shared, &probe_channel, ever_up).await {
             Ended::Dropped => return,
-            Ended::Lost { was_up, why } => {
+            Ended::Lost { was_up, why, half_open } => {
                 let Some(bus) = shared.upgrade() else { return };
                 if was_up {
                     ever_up = true;
@@ -247,7 +248,7 @@ async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
                         ErrorKind::Bus,
                         format!("the invalidation bus {why}; the L1 was dropped and the bus is reconnecting"),
                     );
-                    bus.each_listener(|l| l.on_connection_lost(lost.clone()));
+                    bus.each_listener(|l| l.on_connection_lost(lost.clone(), half_open));
                 }
             }
         }
@@ -259,7 +260,7 @@ async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
 async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, reconnected: bool) -> Ended {
     let opened = tokio::time::timeout(Duration::from_millis(SUBSCRIBE_TIMEOUT_MS), l2.subscribe(probe_channel)).await;
     let Ok(Ok(mut stream)) = opened else {
-        return Ended::Lost { was_up: false, why: "could not subscribe" };
+        return Ended::Lost { was_up: false, why: "could not subscribe", half_open: false };
     };
     let mut up = false;
     // The probe on its way (its token and when it left), and when the last one came back.
@@ -272,7 +273,7 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
             event = stream.next() => {
                 let Some(bus) = shared.upgrade() else { return Ended::Dropped };
                 match event {
-                    None => return Ended::Lost { was_up: up, why: "lost its connection" },
+                    None => return Ended::Lost { was_up: up, why: "lost its connection", half_open: false },
                     Some(BusEvent::Message(payload)) => {
                         if let Some(message) = BusMessage::decode(&payload) {
                             bus.each_listener(|l| l.on_message(&message));
@@ -297,7 +298,11 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
                 }
                 match &outstanding {
                     Some((_, sent_at)) if sent_at.elapsed() >= Duration::from_millis(PROBE_DEADLINE_MS) => {
-                        return Ended::Lost { was_up: up, why: "stopped answering (no probe came back)" };
+                        return Ended::Lost {
+                            was_up: up,
+                            why: "stopped answering (no probe came back)",
+                            half_open: true,
+                        };
                     }
                     Some(_) => {}
                     None if last_echo.is_some_and(|at| at.elapsed() < Duration::from_millis(PROBE_INTERVAL_MS)) => {}
