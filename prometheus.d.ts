@@ -77,8 +77,8 @@ export interface MetricsHandle {
 /**
  * Registers tiered-cache's collectors on `registry` for `caches` (a `Cache`, an array of them, or the options). A
  * closed cache leaves the metrics at the next scrape. Throws a `TypeError` with `code: 'ERR_CACHE_INVALID_OPTION'`
- * for a registry that is not a prom-client `Registry`, an unknown option, a bad prefix or buckets; prom-client's own
- * error when the metrics' names are registered already on that registry.
+ * for a registry that is not a prom-client `Registry`, an unknown option, a bad prefix or buckets, or a registry that
+ * holds one of the metrics' names already (a second call on it without another `prefix`).
  */
 export declare function registerMetrics(registry: Registry, caches?: Cache | Cache[] | MetricsOptions): MetricsHandle
 

@@ -88,12 +88,24 @@ function registerMetrics(registry, target = {}) {
   const l2Buckets = checkBuckets('l2Buckets', options.l2Buckets ?? DEFAULTS.l2Buckets)
   const loaderBuckets = checkBuckets('loaderBuckets', options.loaderBuckets ?? DEFAULTS.loaderBuckets)
 
+  const names = [...COUNTERS, ...GAUGES].map(([name]) => prefix + name)
+  names.push(`${prefix}l2_duration_seconds`, `${prefix}loader_duration_seconds`)
+  const taken = names.find((name) => registry.getSingleMetric(name) !== undefined)
+  if (taken !== undefined) {
+    throw invalid(`registerMetrics: the registry has a metric \`${taken}\` already (call it once per registry, or pass another prefix)`)
+  }
+
   /** The registered caches by namespace: the cache, its backend, and whether its breaker is open. */
   const byNamespace = new Map()
   let snapshot
-  /** One `stats()` per cache per scrape: every collector of one scrape runs in the same turn. */
+  let uses = 0
+  /**
+   * One `stats()` per cache per scrape, shared by the collectors of that scrape: dropped once each collector read it
+   * (or at the next turn, for a scrape of single metrics), so that the next scrape reads anew.
+   */
   function snapshots() {
     if (snapshot === undefined) {
+      uses = 0
       snapshot = []
       for (const [namespace, entry] of byNamespace) {
         try {
@@ -104,9 +116,14 @@ function registerMetrics(registry, target = {}) {
           byNamespace.delete(namespace)
         }
       }
-      setImmediate(() => (snapshot = undefined))
+      const taken = snapshot
+      setImmediate(() => {
+        if (snapshot === taken) snapshot = undefined
+      })
     }
-    return Promise.all(snapshot.map(async ([namespace, entry]) => [namespace, entry.backend, await entry.stats]))
+    const current = snapshot
+    if (++uses === COUNTERS.length + GAUGES.length) snapshot = undefined
+    return Promise.all(current.map(async ([namespace, entry]) => [namespace, entry.backend, await entry.stats]))
   }
 
   const metrics = []
@@ -170,7 +187,8 @@ function registerMetrics(registry, target = {}) {
     start(context) {
       const entry = byNamespace.get(context.namespace)
       if (entry === undefined || entry.backend === 'memory' || !L2_OPERATIONS.has(context.operation)) return
-      // A call that starts while the breaker is open skips the L2: its time is not the L2's.
+      // A call that starts while the breaker is open skips the L2: its time is not the L2's. The flag follows the
+      // breaker's transitions, which reach JavaScript on a later turn: a call at the very edge may be misfiled.
       if (!entry.l2Down) started.set(context, performance.now())
     },
     asyncEnd(context) {
