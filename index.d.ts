@@ -299,6 +299,27 @@ export interface CacheOptions {
    * `earlyRefresh` reload met. An exception thrown by the hook is ignored. Default: none (failures are still counted in `stats().errors`).
    */
   onError?: (err: CacheError) => void
+  /**
+   * A pino-compatible logger (an object with `child`, `debug`, `info`, `warn` and `error`; pino, or any logger of
+   * that shape). The cache logs through `logger.child({ name: 'tiered-cache', namespace, backend })`, with the fields
+   * `{ subject, state }`, each transition of its L2 circuit breaker (`warn` when it opens, `info` when it probes
+   * and closes) and of its invalidation bus (`info` when subscribed or reconnected, `warn` when lost or found
+   * half-open): once per transition and per `Cache`, never per call. It never logs a URL, a credential, a key or a
+   * value. Per-call failures stay with `onError`. A logger method that throws is ignored. Anything else throws a
+   * `TypeError` with `code: 'ERR_CACHE_INVALID_OPTION'`. Default: none. The same transitions are published on the
+   * diagnostics channels `tiered-cache:breaker` and `tiered-cache:bus` (see `tiered-cache/diagnostics`).
+   */
+  logger?: CacheLogger
+}
+
+/** The part of a pino logger that {@link CacheOptions.logger} uses; each method takes `(fields, message)`. */
+export interface CacheLogger {
+  /** Returns a logger that adds `bindings` to every line. */
+  child(bindings: Record<string, unknown>): CacheLogger
+  debug(fields: Record<string, unknown>, message: string): void
+  info(fields: Record<string, unknown>, message: string): void
+  warn(fields: Record<string, unknown>, message: string): void
+  error(fields: Record<string, unknown>, message: string): void
 }
 
 /**

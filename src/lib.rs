@@ -14,7 +14,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use tiered_cache_core::cache::closed_error;
-use tiered_cache_core::{Cache, CacheError, ErrorKind, ErrorSink, Json, LoadStart, Outcome};
+use tiered_cache_core::{Cache, CacheError, ErrorKind, ErrorSink, Json, LoadStart, Outcome, Transition};
 
 use promise::Settler;
 
@@ -124,14 +124,38 @@ impl ToNapiValue for JsonText {
     }
 }
 
+/// A transition of the circuit breaker or the bus, as data, for `index.js` to publish and log.
+#[napi(object)]
+pub struct TransitionInfo {
+    /// `"breaker"` or `"bus"`.
+    pub subject: String,
+    /// The state entered (see the core's [`Transition::state`]).
+    pub state: String,
+}
+
 type BackgroundErrorFn = ThreadsafeFunction<ErrorInfo, (), ErrorInfo, Status, false, true>;
+type TransitionFn = ThreadsafeFunction<TransitionInfo, (), TransitionInfo, Status, false, true>;
 
-/// Passes background failures to JavaScript on a later turn of its event loop, without keeping the loop alive.
-struct JsErrorSink(BackgroundErrorFn);
+/// Passes background failures and transitions to JavaScript on a later turn of its event loop, without keeping the
+/// loop alive (both functions are weak). A transition happens once per change, never per call, so handing each
+/// over costs calls nothing.
+struct JsSink {
+    errors: Option<BackgroundErrorFn>,
+    transitions: Option<TransitionFn>,
+}
 
-impl ErrorSink for JsErrorSink {
+impl ErrorSink for JsSink {
     fn report(&self, error: &CacheError) {
-        self.0.call(ErrorInfo::from(error), ThreadsafeFunctionCallMode::NonBlocking);
+        if let Some(errors) = &self.errors {
+            errors.call(ErrorInfo::from(error), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    fn transition(&self, event: &Transition) {
+        if let Some(transitions) = &self.transitions {
+            let info = TransitionInfo { subject: event.subject().to_owned(), state: event.state().to_owned() };
+            transitions.call(info, ThreadsafeFunctionCallMode::NonBlocking);
+        }
     }
 }
 
@@ -171,22 +195,30 @@ pub fn check_tags(env: Env, tags: Vec<String>) -> Result<()> {
 
 #[napi]
 impl NativeCache {
-    /// `options` is the options object without `onError` and `immutable`; `on_background_error` receives failures
-    /// that belong to no call.
+    /// `options` is the options object without the JavaScript-only ones (`onError`, `immutable`, `logger`);
+    /// `on_background_error` receives failures that belong to no call, `on_transition` each transition of the
+    /// circuit breaker and the bus.
     #[napi(constructor, catch_unwind)]
     pub fn new(
         env: Env,
         options: serde_json::Value,
         on_background_error: Option<Function<ErrorInfo, ()>>,
+        on_transition: Option<Function<TransitionInfo, ()>>,
     ) -> Result<Self> {
-        let error_sink = match on_background_error {
+        let errors = match on_background_error {
             Some(callback) => {
-                let tsfn: BackgroundErrorFn =
-                    callback.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?;
-                Some(Arc::new(JsErrorSink(tsfn)) as Arc<dyn ErrorSink>)
+                Some(callback.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?)
             }
             None => None,
         };
+        let transitions = match on_transition {
+            Some(callback) => {
+                Some(callback.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?)
+            }
+            None => None,
+        };
+        let error_sink = (errors.is_some() || transitions.is_some())
+            .then(|| Arc::new(JsSink { errors, transitions }) as Arc<dyn ErrorSink>);
         let cache = Cache::open(&options, std::env::var("CACHE_URL").ok(), error_sink).map_err(|e| throw(&env, e))?;
         Ok(NativeCache { cache: Some(cache), settler: Settler::new(&env)? })
     }

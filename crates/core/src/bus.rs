@@ -142,8 +142,8 @@ pub fn encode(
 pub trait BusListener: Send + Sync {
     /// A message from any sender (the listener skips its own).
     fn on_message(&self, message: &BusMessage);
-    /// The bus connection was lost, or stopped answering probes: messages may be missed from now on.
-    fn on_connection_lost(&self, error: CacheError);
+    /// The bus connection was lost, or stopped answering probes (`half_open`): messages may be missed from now on.
+    fn on_connection_lost(&self, error: CacheError, half_open: bool);
     /// The bus is subscribed and proven by a probe; `reconnected` is false the first time.
     fn on_connected(&self, reconnected: bool);
     /// A subscription was opened and its probe published, but the probe never came back: the subscription cannot
@@ -229,8 +229,9 @@ fn reconnect_delays() -> impl Iterator<Item = Duration> {
 enum Ended {
     /// The bus was dropped: stop.
     Dropped,
-    /// Lost; `was_up` tells whether it had been proven (and so whether listeners heard it was up).
-    Lost { was_up: bool, why: &'static str },
+    /// Lost; `was_up` tells whether it had been proven (and so whether listeners heard it was up), `half_open`
+    /// whether the connection stayed open but stopped carrying probes.
+    Lost { was_up: bool, why: &'static str, half_open: bool },
     /// Subscribed, and a probe was published, but none ever came back.
     Unheard,
 }
@@ -238,14 +239,14 @@ enum Ended {
 /// What the bus says when its subscription hears none of its published probes.
 fn unheard_error(backend: &str) -> CacheError {
     let hint = if backend == "postgres" {
-        "LISTEN does not work on this connection: a transaction pooler (PgBouncer in transaction mode) never delivers          its notifications; point `postgres.sessionUrl` at the database or at a session pooler"
+        "LISTEN does not work on this connection: a transaction pooler (PgBouncer in transaction mode) never delivers its notifications; point `postgres.sessionUrl` at the database or at a session pooler"
     } else {
         "the subscription hears nothing that is published"
     };
     CacheError::new(
         ErrorKind::Bus,
         format!(
-            "the invalidation bus subscribed, but none of its probes came back within {PROBE_DEADLINE_MS} ms: {hint};              without a bus, L1 entries live at most `busDownL1Ttl`"
+            "the invalidation bus subscribed, but none of its probes came back within {PROBE_DEADLINE_MS} ms: {hint}; without a bus, L1 entries live at most `busDownL1Ttl`"
         ),
     )
 }
@@ -264,7 +265,7 @@ async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
                 let first = !std::mem::replace(&mut ever_unheard, true);
                 bus.each_listener(|l| l.on_unheard(error.clone(), first));
             }
-            Ended::Lost { was_up, why } => {
+            Ended::Lost { was_up, why, half_open } => {
                 let Some(bus) = shared.upgrade() else { return };
                 if was_up {
                     ever_up = true;
@@ -274,7 +275,7 @@ async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
                         ErrorKind::Bus,
                         format!("the invalidation bus {why}; the L1 was dropped and the bus is reconnecting"),
                     );
-                    bus.each_listener(|l| l.on_connection_lost(lost.clone()));
+                    bus.each_listener(|l| l.on_connection_lost(lost.clone(), half_open));
                 }
             }
         }
@@ -286,7 +287,7 @@ async fn run(l2: Arc<L2>, shared: Weak<Shared>) {
 async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, reconnected: bool) -> Ended {
     let opened = tokio::time::timeout(Duration::from_millis(SUBSCRIBE_TIMEOUT_MS), l2.subscribe(probe_channel)).await;
     let Ok(Ok(mut stream)) = opened else {
-        return Ended::Lost { was_up: false, why: "could not subscribe" };
+        return Ended::Lost { was_up: false, why: "could not subscribe", half_open: false };
     };
     let mut up = false;
     // Set once a probe of this subscription was published: one that left and never came back on a subscription never
@@ -302,7 +303,7 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
             event = stream.next() => {
                 let Some(bus) = shared.upgrade() else { return Ended::Dropped };
                 match event {
-                    None => return Ended::Lost { was_up: up, why: "lost its connection" },
+                    None => return Ended::Lost { was_up: up, why: "lost its connection", half_open: false },
                     Some(BusEvent::Message(payload)) => {
                         if let Some(message) = BusMessage::decode(&payload) {
                             bus.each_listener(|l| l.on_message(&message));
@@ -330,7 +331,11 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
                         if !up && published.load(Ordering::Acquire) {
                             return Ended::Unheard;
                         }
-                        return Ended::Lost { was_up: up, why: "stopped answering (no probe came back)" };
+                        return Ended::Lost {
+                            was_up: up,
+                            why: "stopped answering (no probe came back)",
+                            half_open: true,
+                        };
                     }
                     Some(_) => {}
                     None if last_echo.is_some_and(|at| at.elapsed() < Duration::from_millis(PROBE_INTERVAL_MS)) => {}

@@ -31,4 +31,4 @@ pub use cache::{Cache, LoadStart};
 pub use error::{CacheError, ErrorKind};
 pub use l1::L1Entry;
 pub use stats::StatsSnapshot;
-pub use store::{ErrorSink, Json, Outcome};
+pub use store::{ErrorSink, Json, Outcome, Transition};

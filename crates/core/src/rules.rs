@@ -174,6 +174,9 @@ pub struct Rules {
     pub max_tag_bytes: usize,
     /// The most tags per entry or call ([`crate::tags::MAX_TAGS`]).
     pub max_tags: usize,
+    /// The states each subject of a transition event enters (`breaker`, `bus`), in the order they are listed in
+    /// [`crate::Transition::ALL`].
+    pub transitions: std::collections::BTreeMap<&'static str, Vec<&'static str>>,
 }
 
 /// The rules, for the binding to expose.
@@ -185,6 +188,10 @@ pub fn rules() -> Rules {
         bus_loss_detection_ms: crate::bus::BUS_LOSS_DETECTION_MS,
         max_tag_bytes: crate::tags::MAX_TAG_BYTES,
         max_tags: crate::tags::MAX_TAGS,
+        transitions: crate::Transition::ALL.iter().fold(Default::default(), |mut by_subject, event| {
+            by_subject.entry(event.subject()).or_insert_with(Vec::new).push(event.state());
+            by_subject
+        }),
     }
 }
 

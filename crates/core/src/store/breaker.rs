@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use super::Inner;
+use super::{Inner, Transition};
 use crate::error::{CacheError, ErrorKind};
 use crate::key::namespaced;
 use crate::stats::bump;
@@ -99,6 +99,7 @@ impl Inner {
                     failure.map_or("", |e| e.message.as_str())
                 ),
             ));
+            self.report_transition(Transition::BreakerOpen);
             crate::runtime::spawn(probe(Arc::downgrade(self), config));
         }
     }
@@ -139,14 +140,20 @@ fn probe_delays(config: BreakerConfig) -> impl Iterator<Item = Duration> {
     delays.map(move |delay| delay.min(cap))
 }
 
-/// Retries the L2 until it answers, then closes the breaker. Ends with the store.
+/// Retries the L2 until it answers, then closes the breaker. Ends with the store. The first probe of an outage is its
+/// half-open transition; later failed ones change nothing, so they report nothing.
 async fn probe(inner: Weak<Inner>, config: BreakerConfig) {
+    let mut first = true;
     for delay in probe_delays(config) {
         tokio::time::sleep(delay).await;
         let Some(inner) = inner.upgrade() else { return };
+        if std::mem::take(&mut first) {
+            inner.report_transition(Transition::BreakerHalfOpen);
+        }
         if inner.check_l2().await.is_none() {
             inner.breaker.close();
             bump(&inner.stats.l2_recoveries);
+            inner.report_transition(Transition::BreakerClosed);
             return;
         }
     }

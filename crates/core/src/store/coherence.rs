@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Inner;
+use super::{Inner, Transition};
 use crate::bus::{self, BusListener, BusMessage, BusOp};
 use crate::error::{CacheError, ErrorKind};
 use crate::pattern::Pattern;
@@ -217,9 +217,10 @@ impl BusListener for Inner {
         self.l2_activity.notify_waiters();
     }
 
-    fn on_connection_lost(&self, error: CacheError) {
+    fn on_connection_lost(&self, error: CacheError, half_open: bool) {
         self.drop_l1_for_lost_bus();
         self.report_background(&error);
+        self.report_transition(if half_open { Transition::BusHalfOpen } else { Transition::BusLost });
     }
 
     fn on_unheard(&self, error: CacheError, first: bool) {
@@ -238,5 +239,6 @@ impl BusListener for Inner {
             self.forget_matching(&Pattern::everything());
             bump(&self.stats.bus_reconnects);
         }
+        self.report_transition(if reconnected { Transition::BusReconnected } else { Transition::BusSubscribed });
     }
 }

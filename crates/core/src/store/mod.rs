@@ -78,10 +78,67 @@ impl Json {
     }
 }
 
-/// Where failures that belong to no call (bus losses, sweeps) are reported.
+/// Where what belongs to no call is reported: failures (bus losses, sweeps) and the transitions of the L2's circuit
+/// breaker and of the bus.
 pub trait ErrorSink: Send + Sync {
     /// Called on a thread of the core runtime: hand the error over, do not block.
     fn report(&self, error: &CacheError);
+    /// A transition, once each time it happens (never per call), on a thread of the core runtime: hand it over, do
+    /// not block. The default ignores it.
+    fn transition(&self, _event: &Transition) {}
+}
+
+/// A change of the store's connection state, reported once when it happens (see [`ErrorSink::transition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// The L2 was found down (the outage that opened the circuit breaker): calls skip it from now on.
+    BreakerOpen,
+    /// The breaker's first probe of this outage is under way; calls still skip the L2 until one answers.
+    BreakerHalfOpen,
+    /// A probe found the L2 back: the breaker closed and calls use the L2 again.
+    BreakerClosed,
+    /// The bus subscribed and a probe came back on it, the first time.
+    BusSubscribed,
+    /// The bus connection was lost; the L1 was dropped.
+    BusLost,
+    /// The bus connection stopped carrying probes without closing (half-open); the L1 was dropped.
+    BusHalfOpen,
+    /// The bus is subscribed and proven again after a loss; the L1 was dropped.
+    BusReconnected,
+}
+
+impl Transition {
+    /// What it is a transition of: `"breaker"` or `"bus"`.
+    pub fn subject(self) -> &'static str {
+        match self {
+            Transition::BreakerOpen | Transition::BreakerHalfOpen | Transition::BreakerClosed => "breaker",
+            _ => "bus",
+        }
+    }
+
+    /// The state entered: `"open"`, `"half-open"`, `"closed"`; `"subscribed"`, `"lost"`, `"half-open"`,
+    /// `"reconnected"`.
+    pub fn state(self) -> &'static str {
+        match self {
+            Transition::BreakerOpen => "open",
+            Transition::BreakerHalfOpen | Transition::BusHalfOpen => "half-open",
+            Transition::BreakerClosed => "closed",
+            Transition::BusSubscribed => "subscribed",
+            Transition::BusLost => "lost",
+            Transition::BusReconnected => "reconnected",
+        }
+    }
+
+    /// Every transition, for the rules the JavaScript side and the typings are held to.
+    pub const ALL: [Transition; 7] = [
+        Transition::BreakerOpen,
+        Transition::BreakerHalfOpen,
+        Transition::BreakerClosed,
+        Transition::BusSubscribed,
+        Transition::BusLost,
+        Transition::BusHalfOpen,
+        Transition::BusReconnected,
+    ];
 }
 
 pub(crate) struct Inner {
@@ -415,9 +472,16 @@ impl Store {
 impl Inner {
     fn report_background(&self, error: &CacheError) {
         bump(&self.stats.errors);
-        let sinks: Vec<Arc<dyn ErrorSink>> =
-            self.error_sinks.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
-        sinks.iter().for_each(|sink| sink.report(error));
+        self.sinks().iter().for_each(|sink| sink.report(error));
+    }
+
+    /// Tells every sink of a transition; the caller makes sure it happens once per change.
+    fn report_transition(&self, event: Transition) {
+        self.sinks().iter().for_each(|sink| sink.transition(&event));
+    }
+
+    fn sinks(&self) -> Vec<Arc<dyn ErrorSink>> {
+        self.error_sinks.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect()
     }
 
     /// An L1 entry fresh or within its grace (and not invalidated by a tag), counted as nothing: what a load may

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{LoadLease, LoadStep, Store};
+use super::{LoadLease, LoadStep, Store, Transition};
 use crate::bus::{Bus, BUS_LOSS_DETECTION_MS};
 use crate::error::ErrorKind;
 use crate::l2::memory::{self, Server};
@@ -252,6 +252,7 @@ async fn a_caller_whose_wait_ran_out_loads_at_once_and_is_counted() {
 async fn a_removal_whose_bus_message_never_comes_back_is_reported_and_the_loss_found() {
     let (name, server) = server();
     let a = instance(&name, json!({}));
+    let reports = reports_of(&a);
     bus_up(&[&a]).await;
     a.set("k", "1".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     server.faults.drop_messages.store(true, Ordering::SeqCst);
@@ -269,6 +270,9 @@ async fn a_removal_whose_bus_message_never_comes_back_is_reported_and_the_loss_f
     server.faults.drop_messages.store(false, Ordering::SeqCst);
     bus_up(&[&a]).await;
     assert_eq!(a.stats().bus_reconnects, 1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let transitions = vec![Transition::BusSubscribed, Transition::BusHalfOpen, Transition::BusReconnected];
+    assert_eq!(reports.transitions(), transitions, "each once, however many probes went by");
 }
 
 #[tokio::test(start_paused = true)]
@@ -281,13 +285,23 @@ async fn a_pattern_invalidation_fences_loads_that_started_before_it() {
     assert_eq!(text(&a, "user:1").await, None);
 }
 
-/// Collects what a store reports in the background.
+/// Collects what a store reports in the background: failures, and transitions.
 #[derive(Default)]
-struct Reports(std::sync::Mutex<Vec<crate::error::CacheError>>);
+struct Reports(std::sync::Mutex<Vec<crate::error::CacheError>>, std::sync::Mutex<Vec<Transition>>);
 
 impl super::ErrorSink for Reports {
     fn report(&self, error: &crate::error::CacheError) {
         self.0.lock().unwrap().push(error.clone());
+    }
+
+    fn transition(&self, event: &Transition) {
+        self.1.lock().unwrap().push(*event);
+    }
+}
+
+impl Reports {
+    fn transitions(&self) -> Vec<Transition> {
+        self.1.lock().unwrap().clone()
     }
 }
 
@@ -333,8 +347,14 @@ async fn an_l2_that_never_answers_opens_the_breaker_then_calls_skip_it_at_once_u
     assert_eq!(stats.errors, 2, "the first call's timeout and the breaker's one report");
     let reported: Vec<ErrorKind> = reports.0.lock().unwrap().iter().map(|e| e.kind).collect();
     assert_eq!(reported, vec![ErrorKind::L2Unavailable], "the outage is reported once");
+    assert_eq!(reports.transitions(), vec![Transition::BreakerOpen], "opened once, for 400 skipped calls");
 
     tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        reports.transitions(),
+        vec![Transition::BreakerOpen, Transition::BreakerHalfOpen],
+        "30 s of failed probes: half-open once, at the first"
+    );
     server.faults.hang.store(false, Ordering::SeqCst);
     let back = Instant::now();
     until(|| a.stats().l2_state == crate::stats::L2State::Up).await;
@@ -342,6 +362,8 @@ async fn an_l2_that_never_answers_opens_the_breaker_then_calls_skip_it_at_once_u
     let bound = Duration::from_millis(super::breaker::MAX_PROBE_DELAY_MS) + L2_TIMEOUT;
     assert!(back.elapsed() <= bound, "{:?}", back.elapsed());
     assert_eq!(a.stats().l2_recoveries, 1);
+    let transitions = vec![Transition::BreakerOpen, Transition::BreakerHalfOpen, Transition::BreakerClosed];
+    assert_eq!(reports.transitions(), transitions);
     a.set("k", "4".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
     assert!(server.commands() > commands, "calls use the L2 again");
 }
