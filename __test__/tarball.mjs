@@ -12,7 +12,7 @@
 // 5. `tsc --noEmit` under `moduleResolution: "bundler"` and `"node16"`, arethetypeswrong on the tarball (each entry
 //    under node10, node16 from CJS and from ESM, and bundler), then `vitest run`.
 import { execFileSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -20,7 +20,8 @@ import { fileURLToPath } from 'node:url'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const FIXTURE = path.join(ROOT, '__test__/package')
 const PKG = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
-const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm'
+// npm's own CLI through node (as `npm run` tells it), so that no shell is needed on Windows either.
+const NPM = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm']
 
 /** Exactly what the root tarball holds (npm adds package.json and README.md to the `files` of package.json). */
 const ROOT_FILES = [...PKG.files, 'package.json', 'README.md'].sort()
@@ -33,9 +34,16 @@ function check(ok, what) {
   if (!ok) failures += 1
 }
 
-function run(cwd, command, args, env = {}) {
-  console.log(`$ (${path.relative(work, cwd) || '.'}) ${command} ${args.join(' ')}`)
-  return execFileSync(command, args, { cwd, env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+function run(cwd, [command, ...first], args, env = {}) {
+  console.log(`$ (${path.relative(work, cwd) || '.'}) ${path.basename(command)} ${[...first.map((arg) => path.basename(arg)), ...args].join(' ')}`)
+  return execFileSync(command, [...first, ...args], { cwd, env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+}
+
+/** A tool the project installed, run by node from its package's `bin` (no .bin shims, which differ on Windows). */
+function tool(project, name, bin = name) {
+  const dir = path.join(project, 'node_modules', name)
+  const manifest = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8'))
+  return [process.execPath, path.join(dir, typeof manifest.bin === 'string' ? manifest.bin : manifest.bin[bin])]
 }
 
 /** `npm pack` of `dir` into `into`; resolves the tarball's path and the files it holds. */
@@ -57,8 +65,7 @@ try {
 
   // 2. The release as napi pre-publish stages it.
   const stage = path.join(work, 'stage')
-  execFileSync('tar', ['-xzf', packed.tarball, '-C', work])
-  cpSync(path.join(work, 'package'), path.join(stage, 'root'), { recursive: true })
+  for (const file of packed.files) cpSync(path.join(ROOT, file), path.join(stage, 'root', file))
   const platformPackages = readdirSync(path.join(ROOT, 'npm')).sort()
   const optionalDependencies = {}
   const overrides = {}
@@ -91,17 +98,16 @@ try {
   // 4. What npm installed, and where the binding comes from.
   const installed = readdirSync(path.join(project, 'node_modules')).filter((name) => name.startsWith(`${PKG.name}-`))
   check(JSON.stringify(installed) === JSON.stringify(built), `npm installed only this platform's package (${installed.join(', ')}), skipping the others by os/cpu/libc`)
-  const loadedFrom = run(project, process.execPath, [
+  const loadedFrom = run(project, [process.execPath], [
     '-e',
     `require('${PKG.name}'); console.log(Object.keys(require.cache).filter((file) => file.endsWith('.node')).join(' '))`,
   ]).trim()
-  check(built.length === 1 && loadedFrom === path.join(project, 'node_modules', built[0], `${PKG.napi.binaryName}.${built[0].slice(PKG.name.length + 1)}.node`), `the binding loads from the per-platform package: ${loadedFrom}`)
+  check(built.length === 1 && loadedFrom === path.join(realpathSync(project), 'node_modules', built[0], `${PKG.napi.binaryName}.${built[0].slice(PKG.name.length + 1)}.node`), `the binding loads from the per-platform package: ${loadedFrom}`)
 
   // 5. The user's type-check and tests.
-  const tsc = path.join(project, 'node_modules/.bin/tsc')
   for (const config of ['tsconfig.bundler.json', 'tsconfig.node16.json']) {
     try {
-      run(project, tsc, ['-p', config])
+      run(project, tool(project, 'typescript', 'tsc'), ['-p', config])
       check(true, `tsc --noEmit -p ${config}`)
     } catch (error) {
       console.log(error.stdout)
@@ -109,14 +115,14 @@ try {
     }
   }
   try {
-    console.log(run(project, path.join(project, 'node_modules/.bin/attw'), [release.tarball, '--format', 'table-flipped']))
+    console.log(run(project, tool(project, '@arethetypeswrong/cli', 'attw'), [release.tarball, '--format', 'table-flipped']))
     check(true, 'arethetypeswrong: no problems')
   } catch (error) {
     console.log(error.stdout)
     check(false, 'arethetypeswrong: no problems')
   }
   try {
-    console.log(run(project, path.join(project, 'node_modules/.bin/vitest'), ['run'], { CI: 'true' }))
+    console.log(run(project, tool(project, 'vitest'), ['run'], { CI: 'true' }))
     check(true, 'vitest run')
   } catch (error) {
     console.log(error.stdout)
