@@ -2,9 +2,11 @@
 // The packed-tarball test (`npm run test:package`): the package as npm would publish it, installed into a fresh
 // TypeScript project in a temporary folder, type-checked and tested there with vitest against the real servers.
 //
-// 1. `npm pack` the root package and check its file list: what a user needs, nothing of the repository's own.
-// 2. Stage the release as the workflow's `napi pre-publish` does: the root package gets `optionalDependencies` on
-//    every per-platform package (npm/<target>) at its version, and the one built here carries the `.node`.
+// 1. `npm pack` the root package and check its file list: nothing of the repository's own. `files` has `*.node` so
+//    that a pack from a development checkout carries the binary built here (examples/next-app installs it so).
+// 2. Stage the release as the workflow's publish job has it: a root without binaries (they are in npm/<target>),
+//    whose `optionalDependencies` `napi pre-publish` sets on every per-platform package at its version; the one built
+//    here carries the `.node`. The release tarball must hold exactly what a user needs.
 // 3. Copy __test__/package/ (a user's project: "type": "module", its own lock file) to a temporary folder, `npm ci`
 //    it, then install the root tarball on top. `overrides` point each per-platform package at its local tarball, so
 //    npm never asks the registry for one, and picks among them by their os/cpu/libc as it would from the registry.
@@ -23,8 +25,9 @@ const PKG = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
 // npm's own CLI through node (as `npm run` tells it), so that no shell is needed on Windows either.
 const NPM = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm']
 
-/** Exactly what the root tarball holds (npm adds package.json and README.md to the `files` of package.json). */
-const ROOT_FILES = [...PKG.files, 'package.json', 'README.md'].sort()
+/** Exactly what the released root package holds (npm adds package.json and README.md to `files`; its `*.node`
+ * matches nothing in the publish job's checkout, where the binaries are in npm/<target>). */
+const ROOT_FILES = [...PKG.files.filter((file) => file !== '*.node'), 'package.json', 'README.md'].sort()
 /** What must never be in it, whatever `files` says. */
 const FORBIDDEN = [/^__test__\//, /^bench\//, /^examples\//, /^target\//, /^crates\//, /^src\//, /\.rs$/, /\.node$/, /^npm\//, /^\.ci\//, /^\.github\//, /^demo\//, /Cargo\./]
 
@@ -59,13 +62,13 @@ try {
   const tarballs = path.join(work, 'tarballs')
   mkdirSync(tarballs)
   const packed = pack(ROOT, path.join(work))
-  check(JSON.stringify(packed.files) === JSON.stringify(ROOT_FILES), `the root tarball holds exactly ${ROOT_FILES.join(', ')} (it holds ${packed.files.join(', ')})`)
-  const stray = packed.files.filter((file) => FORBIDDEN.some((pattern) => pattern.test(file)))
-  check(stray.length === 0, `no tests, bench, examples, target/, crates/, Rust sources or binaries in it${stray.length ? `: ${stray.join(', ')}` : ''}`)
+  const localBinaries = packed.files.filter((file) => file.endsWith('.node'))
+  const localStray = packed.files.filter((file) => !file.endsWith('.node') && FORBIDDEN.some((pattern) => pattern.test(file)))
+  check(localStray.length === 0, `a development pack has no tests, bench, examples, target/, crates/ or Rust sources${localStray.length ? `: ${localStray.join(', ')}` : ''}; its binaries: ${localBinaries.join(', ') || 'none'}`)
 
-  // 2. The release as napi pre-publish stages it.
+  // 2. The release as the publish job stages it.
   const stage = path.join(work, 'stage')
-  for (const file of packed.files) cpSync(path.join(ROOT, file), path.join(stage, 'root', file))
+  for (const file of packed.files.filter((file) => !file.endsWith('.node'))) cpSync(path.join(ROOT, file), path.join(stage, 'root', file))
   const platformPackages = readdirSync(path.join(ROOT, 'npm')).sort()
   const optionalDependencies = {}
   const overrides = {}
@@ -86,6 +89,9 @@ try {
   const rootManifest = JSON.parse(readFileSync(path.join(stage, 'root/package.json'), 'utf8'))
   writeFileSync(path.join(stage, 'root/package.json'), JSON.stringify({ ...rootManifest, optionalDependencies }, null, 2))
   const release = pack(path.join(stage, 'root'), tarballs)
+  check(JSON.stringify(release.files) === JSON.stringify(ROOT_FILES), `the released root tarball holds exactly ${ROOT_FILES.join(', ')} (it holds ${release.files.join(', ')})`)
+  const stray = release.files.filter((file) => FORBIDDEN.some((pattern) => pattern.test(file)))
+  check(stray.length === 0, `no tests, bench, examples, target/, crates/, Rust sources or binaries in it${stray.length ? `: ${stray.join(', ')}` : ''}`)
 
   // 3. A user's project.
   const project = path.join(work, 'project')
