@@ -18,7 +18,7 @@ import {
   PeriodicExportingMetricReader,
 } from '@opentelemetry/sdk-metrics'
 
-import { BACKENDS, L2S, eventually, openCache, proxied, proxyFor, uniqueNamespace, waitFor } from './helpers.js'
+import { BACKENDS, L2S, connectionOf, eventually, openCache, proxied, proxyFor, uniqueNamespace, waitFor } from './helpers.js'
 import type { CacheLogger } from '../index.js'
 import type { OperationContext, LoaderRunContext, TransitionMessage } from '../diagnostics.js'
 
@@ -59,7 +59,7 @@ for (const backend of BACKENDS) {
   test.serial(`${backend.name}: tiered-cache:operation traces each call with where its value came from`, async (t) => {
     const seen = recordTraces(t)
     const namespace = uniqueNamespace('dc')
-    const cache = openCache(t, { url: backend.url, namespace })
+    const cache = openCache(t, { ...connectionOf(backend), namespace })
     await cache.set('a', { n: 1 })
     t.deepEqual(await cache.get('a'), { n: 1 })
     t.is(await cache.get('missing'), undefined)
@@ -94,7 +94,7 @@ for (const backend of BACKENDS) {
   })
 
   test.serial(`${backend.name}: without subscribers a call publishes nothing and an L1 hit is still a settled promise`, async (t) => {
-    const cache = openCache(t, { url: backend.url, namespace: uniqueNamespace('idle') })
+    const cache = openCache(t, { ...connectionOf(backend), namespace: uniqueNamespace('idle') })
     t.false(dc.tracingChannel('tiered-cache:operation').hasSubscribers)
     await cache.set('k', 1)
     // An already-settled promise wins a race against one resolved after it.
@@ -289,7 +289,7 @@ for (const backend of BACKENDS) {
   test.serial(`${backend.name}: tiered-cache/prometheus exposes the counters, gauges and histograms of real traffic`, async (t) => {
     const registry = new Registry()
     const namespace = uniqueNamespace('prom')
-    const cache = openCache(t, { url: backend.url, namespace })
+    const cache = openCache(t, { ...connectionOf(backend), namespace })
     const metrics = registerMetrics(registry, cache)
     t.teardown(() => metrics.close())
     for (let i = 0; i < 5; i++) await cache.set(`k${i}`, { i })
@@ -403,7 +403,7 @@ for (const backend of BACKENDS) {
       await meterProvider.shutdown()
     })
     const namespace = uniqueNamespace('otel')
-    const cache = openCache(t, { url: backend.url, namespace })
+    const cache = openCache(t, { ...connectionOf(backend), namespace })
     const tracer = tracerProvider.getTracer('test')
     await tracer.startActiveSpan('request', async (request) => {
       await cache.set('k', 1)
@@ -426,7 +426,7 @@ for (const backend of BACKENDS) {
     const get = mine[1]
     t.like(get.attributes, { 'cache.operation': 'get', 'cache.hit': true, 'cache.tier': 'l1', 'cache.stale': false })
     t.is(get.attributes['cache.key'], undefined, 'keys are not recorded by default')
-    const system = { memory: undefined, postgres: 'postgresql', redis: 'redis' }[backend.name]
+    const system = { memory: undefined, postgres: 'postgresql', pgbouncer: 'postgresql', redis: 'redis', cluster: 'redis' }[backend.name]
     t.true(mine.filter((s) => s.name !== `load ${namespace}`).every((s) => s.attributes['db.system.name'] === system))
     t.like(mine[3].attributes, { 'cache.hit': false, 'cache.tier': 'loader' })
     const failed = mine[4]
