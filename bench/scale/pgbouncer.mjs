@@ -48,6 +48,8 @@ try {
   const rows = [
     await measure('direct, prepared (default)', { url: POSTGRES_URL }),
     await measure('direct, preparedStatements: false', { url: POSTGRES_URL, postgres: { preparedStatements: false } }),
+    // What the option is for: the prepared default through a transaction pooler (its errors are absorbed, counted).
+    await measure('PgBouncer transaction mode, prepared (default)', { url: bouncer.url, postgres: { sessionUrl: POSTGRES_URL } }),
     await measure('PgBouncer transaction mode, preparedStatements: false', {
       url: bouncer.url,
       postgres: { preparedStatements: false, sessionUrl: POSTGRES_URL },
