@@ -348,7 +348,17 @@ async fn subscription(l2: &Arc<L2>, shared: &Weak<Shared>, probe_channel: &str, 
                         let (l2, channel, published) = (l2.clone(), probe_channel.to_owned(), published.clone());
                         crate::runtime::spawn(async move {
                             let deadline = Duration::from_millis(PROBE_DEADLINE_MS);
-                            if let Ok(Ok(())) = tokio::time::timeout(deadline, l2.publish_probe(&channel, &token)).await {
+                            // A probe the server answered, even with an error, reached the L2: behind a
+                            // transaction pooler the probe's NOTIFY may land on the very server connection that
+                            // LISTENs, and fail with the notification it did not expect. Only a probe that could not
+                            // reach the server (no connection, no answer) says nothing about the subscription.
+                            let answered = match tokio::time::timeout(deadline, l2.publish_probe(&channel, &token)).await
+                            {
+                                Ok(Ok(())) => true,
+                                Ok(Err(error)) => error.kind == ErrorKind::L2,
+                                Err(_) => false,
+                            };
+                            if answered {
                                 published.store(true, Ordering::Release);
                             }
                         });
