@@ -3,7 +3,7 @@
  * process-wide by name, so `dc.tracingChannel('tiered-cache:operation')` is the same channel as {@link operation}.
  *
  * Zero cost when nobody subscribes: every public call checks `operation.hasSubscribers` first, and without a
- * subscriber an L1 hit allocates nothing more than before (measured: BENCHMARKS.md, section "l1").
+ * subscriber an L1 hit allocates nothing more than before (BENCHMARKS.md, section 11).
  *
  * ```js
  * import { tracingChannel, subscribe } from 'node:diagnostics_channel'

@@ -12,7 +12,7 @@
  *
  * Counters and gauges are read from each cache's `stats()` when the registry is scraped (one `stats()` per cache
  * per scrape). The histograms are observed from the diagnostics channels (`tiered-cache/diagnostics`); with them
- * subscribed, every public call is traced, which costs an L1 hit about 0.3 µs more (BENCHMARKS.md). Labels:
+ * subscribed, every public call is traced, whose cost on an L1 hit BENCHMARKS.md section 11 measures. Labels:
  * `namespace`, and `tier` (`l1`, `l2`) on the hits.
  *
  * | metric | type | from |
