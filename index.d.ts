@@ -412,7 +412,10 @@ export interface CacheStats {
   l1Hits: number
   /** Hits answered by the L2 (and copied into the L1). */
   l2Hits: number
-  /** Values written by `set` and by `getOrSet` loaders. */
+  /**
+   * Writes finished by `set` and by `getOrSet` loaders, whether or not the L2 took them: counted once the L2 answered
+   * or failed, so a count that moved means the write is in the L2 or never will be.
+   */
   sets: number
   /** Entries removed from the L2 (from the L1 when memory only) by `delete`, `invalidatePattern` and `clear`. */
   deletes: number

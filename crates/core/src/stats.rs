@@ -81,7 +81,8 @@ counters!(
     l1_hits,
     /// Hits answered by the L2 (and copied into the L1).
     l2_hits,
-    /// Writes attempted (`set`, and `getOrSet` storing a loaded value), whether or not the L2 took them.
+    /// Writes finished (`set`, and `getOrSet` storing a loaded value), whether or not the L2 took them: counted once
+    /// the L2 answered or failed, so a count that moved means the write is in the L2 or never will be.
     sets,
     /// Live entries removed by `delete`, `invalidatePattern` and `clear`: the L2's count, the L1's when memory only.
     deletes,

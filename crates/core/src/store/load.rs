@@ -366,7 +366,6 @@ impl LoadLease {
     /// processes go. The value is `true` when it was stored in the L2 (or, memory only, in the L1).
     pub async fn complete(mut self, json: String, lifetime: Lifetime, tags: Tags) -> Outcome<bool> {
         let inner = self.inner.clone();
-        bump(&inner.stats.sets);
         let shared: Arc<str> = Arc::from(json.as_str());
         let unchanged_here = inner.generations.of(&self.key) == self.generation;
         let outcome = match (&inner.l2, self.since) {
@@ -406,6 +405,7 @@ impl LoadLease {
                 Outcome::ok(false)
             }
         };
+        bump(&inner.stats.sets);
         if let Some(flight) = self.flight.take() {
             inner.flights.finish(&self.key, &flight, FlightResult::Loaded(shared));
         }

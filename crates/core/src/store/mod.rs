@@ -304,11 +304,11 @@ impl Store {
     /// saw it.
     pub async fn set(&self, key: &str, json: String, lifetime: Lifetime, tags: Tags) -> Outcome<()> {
         let inner = &self.inner;
-        bump(&inner.stats.sets);
         let generation = inner.generations.of(key);
         let Some(l2) = &inner.l2 else {
             let written = Some(ServerTime(inner.local_now_us()));
             inner.apply_write(key, json.into_boxed_str(), lifetime, &tags, written, generation);
+            bump(&inner.stats.sets);
             return Outcome::ok(());
         };
         let write = Write { lifetime, condition: WriteCondition::Always, bus_message: None, tags: &tags };
@@ -316,6 +316,7 @@ impl Store {
         let written = result.as_ref().ok().copied().flatten();
         inner.apply_write(key, json.into_boxed_str(), lifetime, &tags, written, generation);
         inner.flights.detach(key);
+        bump(&inner.stats.sets);
         inner.absorb(result.map(|_| ()), ())
     }
 
@@ -345,9 +346,9 @@ impl Store {
         since: ServerTime,
     ) -> Outcome<bool> {
         let inner = &self.inner;
-        bump(&inner.stats.sets);
         let generation = inner.generations.of(key);
         let Some(l2) = &inner.l2 else {
+            bump(&inner.stats.sets);
             // Memory only: the tags' invalidations are all this process's own, in its table.
             let unchanged = inner.tag_times.verdict(&tags, since.0) == Verdict::Valid;
             if unchanged {
@@ -373,6 +374,7 @@ impl Store {
             Err(error) => inner.absorb(Err(error), false),
         };
         inner.flights.detach(key);
+        bump(&inner.stats.sets);
         outcome
     }
 
