@@ -1,12 +1,14 @@
 // Many instances on one L2 (README "Scaling out"): N cache processes on one throw-away Redis (or the shared Postgres,
 // or a Redis Cluster), each writing at a fixed rate, so that every instance hears the other N-1's bus messages.
 // Measures the messages/s each instance applies and its CPU per message, the L2's CPU (Redis: INFO cpu of a server
-// of its own), and the connections each instance holds on the L2.
+// of its own; Postgres: the CPU of the server processes that serve these instances, from /proc), and the connections
+// each instance holds on the L2.
 //
 //   node bench/scale/fanout.mjs [--l2 redis|postgres|cluster] [--instances 16] [--rate 50] [--seconds 10]
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import Redis from 'ioredis'
 import pg from 'pg'
@@ -54,6 +56,10 @@ if (args.child) {
       elapsed,
       cpuUs: cpu.user + cpu.system,
     })
+  })
+  // Closed only when told, so that the parent can read the CPU of this instance's Postgres backends first.
+  process.on('message', async ({ close }) => {
+    if (!close) return
     await cache.close()
     process.exit(0)
   })
@@ -80,13 +86,35 @@ if (args.child) {
     url = POSTGRES_URL
   }
   const namespace = `fanout-${process.pid}`
+  const pgCpuBefore = new Map()
   const cpuOf = async () => {
     let total = 0
+    if (!redisForCpu) {
+      for (const pid of await backendPids()) total += processCpuSeconds(pid) - (pgCpuBefore.get(pid) ?? 0)
+    }
     for (const r of redisForCpu ?? []) {
       const info = await r.info('cpu')
       total += Number(/used_cpu_sys:([\d.]+)/.exec(info)[1]) + Number(/used_cpu_user:([\d.]+)/.exec(info)[1])
     }
     return total
+  }
+  // The Postgres backends serving these instances (pool, bus, lock session), found by application_name.
+  const backendPids = async () => {
+    const db = new pg.Client({ connectionString: POSTGRES_URL })
+    await db.connect()
+    const { rows } = await db.query(`SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'tiered-cache%'
+      AND substring(application_name from 'pid ([0-9]+)')::int = ANY($1)`, [children.map((c) => c.pid)])
+    await db.end()
+    return rows.map((r) => r.pid)
+  }
+  // utime + stime of a process, in seconds (clock ticks of 1/100 s, Linux's USER_HZ); 0 once it has gone.
+  const processCpuSeconds = (pid) => {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+      return (Number(fields[11]) + Number(fields[12])) / 100
+    } catch {
+      return 0
+    }
   }
   const connections = async () => {
     if (redisForCpu) {
@@ -117,6 +145,7 @@ if (args.child) {
     const seconds = Number(args.seconds)
     // Idle connections first: every instance connected, its bus subscribed and its command connection used once.
     const idleConnections = await connections()
+    for (const pid of await backendPids()) pgCpuBefore.set(pid, processCpuSeconds(pid))
     const cpuBefore = await cpuOf()
     const results = children.map((child) => new Promise((resolve) => child.once('message', resolve)))
     for (const child of children) child.send({ go: true, rate, seconds })
@@ -134,10 +163,12 @@ if (args.child) {
       busMessagesPublishedPerSecond: Math.round(published),
       busMessagesAppliedPerSecondEach: { median: Math.round(median(received)), min: Math.round(Math.min(...received)) },
       instanceCpuPerMessageUs: Math.round(median(cpuPerMessageUs)),
-      l2CpuPercent: redisForCpu ? Math.round(((cpuAfter - cpuBefore) / elapsed) * 1000) / 10 : 'not measured (shared server)',
+      l2CpuPercent: Math.round(((cpuAfter - cpuBefore) / elapsed) * 1000) / 10,
       l2ConnectionsPerInstance: Math.round((idleConnections / instances) * 10) / 10,
     }
     console.log(JSON.stringify(summary, null, 2))
+    for (const child of children) child.send({ close: true })
+    await Promise.all(children.map((child) => (child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : null)))
   } finally {
     for (const child of children) if (child.exitCode === null) child.kill('SIGKILL')
     for (const r of redisForCpu ?? []) r.disconnect()
