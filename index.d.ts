@@ -78,11 +78,14 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 export interface L1Options {
   /**
    * The most entries the L1 holds; past it the least valuable entries (TinyLFU) are evicted.
-   * Integer from 1 to 4294967296. Default `10000`.
+   * Integer from 1 to 4294967296. Default: no entry bound, only {@link L1Options.maxBytes}, so that a working set of
+   * many small entries that fits in the byte budget is not thrashed by a count.
    */
   maxEntries?: number
   /**
-   * The most bytes the L1 holds, counted as the UTF-8 length of each key plus its value's JSON text.
+   * The most bytes the L1 holds, counted as the UTF-8 length of each key plus its value's JSON text, plus 700 bytes
+   * per entry for the L1's own bookkeeping (measured: BENCHMARKS.md section 6), so that it bounds the L1's native
+   * memory, small entries included (64 MiB holds about 70,000 entries of 256 bytes).
    * Integer from 1024 to 9007199254740992. Default `67108864` (64 MiB).
    */
   maxBytes?: number
@@ -202,7 +205,7 @@ export interface CacheOptions {
   namespace?: string
   /** Default time-to-live of an entry, in seconds. Integer from 1 to 2592000 (30 days). Default `300`. */
   ttl?: number
-  /** The in-process L1, or `false` for none (every read goes to the L2). Default: `{ maxEntries: 10000, maxBytes: 64 MiB }`. */
+  /** The in-process L1, or `false` for none (every read goes to the L2). Default: `{ maxBytes: 64 MiB }`, no entry bound. */
   l1?: L1Options | false
   /** Postgres L2 options; used only with a `postgres://` URL. */
   postgres?: PostgresOptions

@@ -267,12 +267,12 @@ impl NativeCache {
         self.cache.as_ref().and_then(|c| c.early_refresh())
     }
 
-    /// The L1's bounds `[maxEntries, maxBytes]` (0, 0 without an L1): `index.js` bounds its per-thread frozen values
-    /// (`immutable`) by them.
+    /// The L1's bounds `[maxEntries, maxBytes]` (`Infinity` for no entry bound; 0, 0 without an L1): `index.js`
+    /// bounds its per-thread frozen values (`immutable`) by them.
     #[napi(getter)]
     pub fn l1_bounds(&self) -> Vec<f64> {
-        let (entries, bytes) = self.cache.as_ref().map_or((0, 0), |c| c.l1_bounds());
-        vec![entries as f64, bytes as f64]
+        let (entries, bytes) = self.cache.as_ref().map_or((Some(0), 0), |c| c.l1_bounds());
+        vec![entries.map_or(f64::INFINITY, |n| n as f64), bytes as f64]
     }
 
     /// The store's namespace; `""` once closed.

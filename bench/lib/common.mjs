@@ -37,6 +37,7 @@ export const N = {
   workerMs: QUICK ? 200 : 1_000,
   l2DownOps: QUICK ? 3 : 500,
   hitMs: QUICK ? 100 : 1_000,
+  l1SizingEntries: QUICK ? 900 : 45_000,
 }
 
 let tieredModule

@@ -114,9 +114,9 @@ impl Cache {
         self.store.config().lock_timeout_ms
     }
 
-    /// The L1's bounds `(maxEntries, maxBytes)`; `(0, 0)` without an L1.
-    pub fn l1_bounds(&self) -> (u64, u64) {
-        self.store.config().l1.as_ref().map_or((0, 0), |l1| (l1.max_entries, l1.max_bytes))
+    /// The L1's bounds `(maxEntries, maxBytes)`, `None` for no entry bound; `(Some(0), 0)` without an L1.
+    pub fn l1_bounds(&self) -> (Option<u64>, u64) {
+        self.store.config().l1.as_ref().map_or((Some(0), 0), |l1| (l1.max_entries, l1.max_bytes))
     }
 
     fn checked_key(&self, key: &str) -> Result<()> {

@@ -22,8 +22,8 @@ pub enum Backend {
 /// L1 settings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct L1Config {
-    /// Bound on the entry count (option `l1.maxEntries`, [`crate::rules::L1_MAX_ENTRIES`]).
-    pub max_entries: u64,
+    /// Bound on the entry count (option `l1.maxEntries`, [`crate::rules::L1_MAX_ENTRIES`]); `None`: only `max_bytes`.
+    pub max_entries: Option<u64>,
     /// Bound on the bytes of keys plus JSON text (option `l1.maxBytes`, [`crate::rules::L1_MAX_BYTES`]).
     pub max_bytes: u64,
     /// Cap on an entry's L1 lifetime, in ms (option `l1.ttl`, given in seconds); `None`: the entry's whole TTL.

@@ -1,8 +1,9 @@
 //! The in-process L1: a bounded moka cache of JSON text, with a per-entry expiry.
 //!
 //! Values stay as the JSON text V8 produced, so a hit costs a lookup and one string copy into JavaScript. Both bounds
-//! hold at once through one weigher: an entry weighs its byte size, but never less than `max_bytes / max_entries`,
-//! so the byte total stays under `max_bytes` and the count under `max_entries`.
+//! hold at once through one weigher: an entry weighs its byte size plus its bookkeeping
+//! ([`L1_ENTRY_OVERHEAD_BYTES`]), and with an entry bound never less than `max_bytes / max_entries`, so the byte
+//! total stays under `max_bytes` and the count under `max_entries`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use moka::Expiry;
 
 use crate::l2::Tagged;
 use crate::pattern::Pattern;
+use crate::rules::L1_ENTRY_OVERHEAD_BYTES;
 
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
@@ -76,15 +78,16 @@ pub struct L1 {
 }
 
 impl L1 {
-    /// An empty L1 bounded by `max_entries` entries and `max_bytes` bytes of keys plus JSON text.
-    pub fn new(max_entries: u64, max_bytes: u64) -> Self {
-        let slot_bytes = (max_bytes / max_entries.max(1)).max(1);
+    /// An empty L1 bounded by `max_bytes` bytes of keys plus JSON text plus each entry's bookkeeping, and by
+    /// `max_entries` entries when given.
+    pub fn new(max_entries: Option<u64>, max_bytes: u64) -> Self {
+        let slot_bytes = max_entries.map_or(0, |n| max_bytes / n.max(1));
         let bytes = Arc::new(AtomicI64::new(0));
         let removed_bytes = bytes.clone();
         let moka = Moka::builder()
             .max_capacity(max_bytes)
             .weigher(move |key: &String, entry: &Arc<L1Entry>| {
-                entry.bytes(key).max(slot_bytes).min(u32::MAX as u64) as u32
+                (entry.bytes(key) + L1_ENTRY_OVERHEAD_BYTES).max(slot_bytes).min(u32::MAX as u64) as u32
             })
             .expire_after(PerEntryExpiry)
             .eviction_listener(move |key: Arc<String>, entry: Arc<L1Entry>, _: RemovalCause| {
@@ -223,7 +226,7 @@ mod tests {
 
     #[test]
     fn entries_expire_at_their_own_ttl() {
-        let l1 = L1::new(100, 1 << 20);
+        let l1 = L1::new(Some(100), 1 << 20);
         l1.insert("short", json("1"), Duration::from_millis(30), Duration::ZERO, None);
         l1.insert("long", json("2"), Duration::from_secs(60), Duration::ZERO, None);
         assert_eq!(&*l1.get("short").unwrap().json, "1");
@@ -234,7 +237,7 @@ mod tests {
 
     #[test]
     fn idle_expired_entries_are_reclaimed_by_pending_tasks() {
-        let l1 = L1::new(100, 1 << 20);
+        let l1 = L1::new(Some(100), 1 << 20);
         l1.insert("a", json("\"x\""), Duration::from_millis(20), Duration::ZERO, None);
         l1.run_pending_tasks();
         assert_eq!(l1.entry_count(), 1);
@@ -247,7 +250,7 @@ mod tests {
 
     #[test]
     fn max_entries_bounds_the_count() {
-        let l1 = L1::new(10, 1 << 20);
+        let l1 = L1::new(Some(10), 1 << 20);
         for i in 0..100 {
             l1.insert(&format!("k{i}"), json("1"), Duration::from_secs(60), Duration::ZERO, None);
         }
@@ -257,7 +260,7 @@ mod tests {
 
     #[test]
     fn max_bytes_bounds_the_size() {
-        let l1 = L1::new(10_000, 10_000);
+        let l1 = L1::new(Some(10_000), 10_000);
         let big = "x".repeat(1000);
         for i in 0..100 {
             l1.insert(&format!("k{i}"), json(&big), Duration::from_secs(60), Duration::ZERO, None);
@@ -268,8 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn without_an_entry_bound_max_bytes_binds_small_entries_included() {
+        // The shape of a tenant cache: 45,000 entries of about 220 B fit in the default 64 MiB...
+        let l1 = L1::new(None, 64 << 20);
+        let tenant = format!("{{\"name\":\"{}\"}}", "t".repeat(200));
+        for i in 0..45_000 {
+            l1.insert(&format!("tenant:{i}"), json(&tenant), Duration::from_secs(60), Duration::ZERO, None);
+        }
+        l1.run_pending_tasks();
+        assert_eq!(l1.entry_count(), 45_000);
+        // ...while the bookkeeping each entry costs keeps a flood of tiny ones within the byte budget.
+        let tiny = L1::new(None, 100 * (L1_ENTRY_OVERHEAD_BYTES + 10));
+        for i in 0..10_000 {
+            tiny.insert(&format!("k{i:05}"), json("1"), Duration::from_secs(60), Duration::ZERO, None);
+        }
+        tiny.run_pending_tasks();
+        assert!(tiny.entry_count() <= 100, "{}", tiny.entry_count());
+    }
+
+    #[test]
     fn stale_entries_are_kept_for_their_grace_but_never_fresh() {
-        let l1 = L1::new(100, 1 << 20);
+        let l1 = L1::new(Some(100), 1 << 20);
         l1.insert("k", json("1"), Duration::from_millis(30), Duration::from_millis(200), None);
         std::thread::sleep(Duration::from_millis(50));
         assert!(l1.get("k").is_none(), "past its TTL it is a miss");
@@ -280,7 +302,7 @@ mod tests {
 
     #[test]
     fn an_early_refresh_is_claimed_once_per_entry_and_only_near_expiry() {
-        let l1 = L1::new(100, 1 << 20);
+        let l1 = L1::new(Some(100), 1 << 20);
         let entry = l1.insert("k", json("1"), Duration::from_secs(10), Duration::ZERO, None).unwrap();
         assert!(!entry.claim_refresh(Duration::from_secs(5)), "10 s left of 10: not due");
         assert!(entry.claim_refresh(Duration::from_secs(11)), "due");
@@ -291,7 +313,7 @@ mod tests {
 
     #[test]
     fn demoted_entries_are_never_hits_and_only_those_with_a_grace_stay_stale() {
-        let l1 = L1::new(100, 1 << 20);
+        let l1 = L1::new(Some(100), 1 << 20);
         l1.insert("graceful", json("1"), Duration::from_secs(60), Duration::from_secs(60), None);
         l1.insert("graceless", json("2"), Duration::from_secs(60), Duration::ZERO, None);
         l1.demote_all();
@@ -304,7 +326,7 @@ mod tests {
 
     #[test]
     fn versions_change_on_every_write() {
-        let l1 = L1::new(10, 1 << 20);
+        let l1 = L1::new(Some(10), 1 << 20);
         l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO, None);
         let first = l1.get("k").unwrap().version;
         l1.insert("k", json("1"), Duration::from_secs(60), Duration::ZERO, None);
@@ -313,7 +335,7 @@ mod tests {
 
     #[test]
     fn remove_matching_and_clear_count_live_entries() {
-        let l1 = L1::new(100, 1 << 20);
+        let l1 = L1::new(Some(100), 1 << 20);
         for key in ["user:1", "user:2", "users:3", "50%_off"] {
             l1.insert(key, json("1"), Duration::from_secs(60), Duration::ZERO, None);
         }

@@ -215,7 +215,7 @@ fn millis(rule: &NumberRule, seconds: Option<f64>) -> Result<u64> {
 
 fn l1_config(l1: L1Options) -> Result<L1Config> {
     Ok(L1Config {
-        max_entries: rules::L1_MAX_ENTRIES.or_default(l1.max_entries)? as u64,
+        max_entries: rules::L1_MAX_ENTRIES.check(l1.max_entries)?.map(|n| n as u64),
         max_bytes: rules::L1_MAX_BYTES.or_default(l1.max_bytes)? as u64,
         ttl_cap_ms: rules::L1_TTL.check(l1.ttl)?.map(|s| s as u64 * 1000),
     })
@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(config.store.l2, None);
         assert_eq!(config.store.namespace, "default");
         assert_eq!(config.handle.default_ttl_ms, 300_000);
-        assert_eq!(config.store.l1.as_ref().unwrap().max_entries, 10_000);
+        assert_eq!(config.store.l1.as_ref().unwrap().max_entries, None);
         assert!(!config.store.bus && !config.store.distributed_lock);
         assert_eq!(config.store.l2_timeout_ms, 1000);
         assert_eq!(config.handle.max_key_len, 255);
@@ -401,7 +401,7 @@ mod tests {
     fn l1_can_be_turned_off_and_capped() {
         assert_eq!(parse(&json!({ "l1": false }), None).unwrap().store.l1, None);
         let capped = parse(&json!({ "l1": { "ttl": 10, "maxBytes": 2048 } }), None).unwrap();
-        assert_eq!(capped.store.l1, Some(L1Config { max_entries: 10_000, max_bytes: 2048, ttl_cap_ms: Some(10_000) }));
+        assert_eq!(capped.store.l1, Some(L1Config { max_entries: None, max_bytes: 2048, ttl_cap_ms: Some(10_000) }));
     }
 
     #[test]

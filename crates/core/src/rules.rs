@@ -79,12 +79,18 @@ pub const MAX_LOAD_TIME: NumberRule = rule("maxLoadTime", 1.0, 3600.0, true, Som
 pub const MAX_KEY_LENGTH: NumberRule = rule("maxKeyLength", 1.0, 65_536.0, true, Some(255.0), "bytes");
 /// `maxValueBytes`: the longest JSON text of a value (default 10 MiB).
 pub const MAX_VALUE_BYTES: NumberRule = rule("maxValueBytes", 1.0, 2_147_483_648.0, true, Some(10_485_760.0), "bytes");
-/// `l1.maxEntries`: the L1's bound on entries.
-pub const L1_MAX_ENTRIES: NumberRule = rule("l1.maxEntries", 1.0, 4_294_967_296.0, true, Some(10_000.0), "entries");
+/// `l1.maxEntries`: the L1's bound on entries; none by default, so that `l1.maxBytes` binds whatever the entries'
+/// sizes (an entry bound of 10,000 thrashed a 45,000-entry working set of 10 MB while most of 64 MiB stayed unused).
+pub const L1_MAX_ENTRIES: NumberRule = rule("l1.maxEntries", 1.0, 4_294_967_296.0, true, None, "entries");
+/// What an L1 entry costs beyond its key and value bytes, counted against `l1.maxBytes` so that it bounds the L1's
+/// memory, small entries included: moka's bookkeeping, the entry's own fields and the allocator's rounding, as
+/// measured (BENCHMARKS.md section 6: 1725 B of RSS per entry of a 1 KB value and a short key).
+pub const L1_ENTRY_OVERHEAD_BYTES: u64 = 700;
 /// 2^53: every integer up to it is exact in a JavaScript number, so it bounds the integers that cross into Node.
 pub const JS_EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
 
-/// `l1.maxBytes`: the L1's bound on bytes of keys and JSON text (default 64 MiB).
+/// `l1.maxBytes`: the L1's bound on bytes of keys and JSON text plus [`L1_ENTRY_OVERHEAD_BYTES`] per entry (default
+/// 64 MiB).
 pub const L1_MAX_BYTES: NumberRule = rule("l1.maxBytes", 1024.0, JS_EXACT_INTEGERS, true, Some(67_108_864.0), "bytes");
 /// `l1.ttl`: a cap on L1 lifetimes; none by default.
 pub const L1_TTL: NumberRule = rule("l1.ttl", 1.0, 2_592_000.0, true, None, "seconds");
@@ -174,6 +180,8 @@ pub struct Rules {
     pub max_tag_bytes: usize,
     /// The most tags per entry or call ([`crate::tags::MAX_TAGS`]).
     pub max_tags: usize,
+    /// What each L1 entry counts against `l1.maxBytes` beyond its bytes ([`L1_ENTRY_OVERHEAD_BYTES`]).
+    pub l1_entry_overhead_bytes: u64,
     /// The states each subject of a transition event enters (`breaker`, `bus`), in the order they are listed in
     /// [`crate::Transition::ALL`].
     pub transitions: std::collections::BTreeMap<&'static str, Vec<&'static str>>,
@@ -188,6 +196,7 @@ pub fn rules() -> Rules {
         bus_loss_detection_ms: crate::bus::BUS_LOSS_DETECTION_MS,
         max_tag_bytes: crate::tags::MAX_TAG_BYTES,
         max_tags: crate::tags::MAX_TAGS,
+        l1_entry_overhead_bytes: L1_ENTRY_OVERHEAD_BYTES,
         transitions: crate::Transition::ALL.iter().fold(Default::default(), |mut by_subject, event| {
             by_subject.entry(event.subject()).or_insert_with(Vec::new).push(event.state());
             by_subject
