@@ -8,20 +8,15 @@
 // incremental cache). Both instances are loaded at once; requests/s is their sum, p99 the worse of the two. Each figure
 // is the median of REPS runs. Results: bench/results/next-<stamp>.json and the Next.js block of BENCHMARKS.md.
 // `--quick`: one short run of each, written to a temporary folder, to prove the bench runs.
-import autocannon from 'autocannon'
-import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
-import Redis from 'ioredis'
+import { APP, REPO, buildApp, cleanupRedis, measure, startServer, writeBlock } from '../lib/next-app.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
-const REPO = path.resolve(HERE, '../..')
-const APP = path.join(REPO, 'examples/next-app')
-const NEXT_BIN = path.join(APP, 'node_modules/next/dist/bin/next')
 const QUICK = process.argv.includes('--quick')
 // `--only=tiered-cache,next-default`: some variants (for development; targets and BENCHMARKS.md need all three).
 const ONLY = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',')
@@ -48,65 +43,6 @@ function log(message) {
   process.stderr.write(`bench:next: ${message}\n`)
 }
 
-async function freePort() {
-  const server = createServer().listen(0, '127.0.0.1')
-  await new Promise((resolve) => server.once('listening', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
-
-const running = new Set()
-process.once('exit', () => running.forEach((child) => child.kill('SIGKILL')))
-
-async function startServer(env) {
-  const port = await freePort()
-  const child = spawn(process.execPath, [NEXT_BIN, 'start', '--port', String(port), '--hostname', '127.0.0.1'], {
-    cwd: APP,
-    env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  running.add(child)
-  let stderr = ''
-  child.stderr.on('data', (d) => (stderr += d))
-  const url = `http://127.0.0.1:${port}`
-  for (let tries = 0; ; tries++) {
-    if (child.exitCode !== null) throw new Error(`next start exited: ${stderr}`)
-    try {
-      if ((await fetch(`${url}/api/cache/stats`)).ok) break
-    } catch {
-      // Not up yet.
-    }
-    if (tries > 600) throw new Error(`next start did not answer: ${stderr}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  return { url, stop: () => (child.kill('SIGKILL'), running.delete(child)) }
-}
-
-function load(url) {
-  return new Promise((resolve, reject) => {
-    autocannon({ url, connections: CONNECTIONS, duration: DURATION_S }, (error, result) =>
-      error ? reject(error) : resolve(result),
-    )
-  })
-}
-
-const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
-
-async function measure(servers, pagePath) {
-  const runs = []
-  for (let rep = 0; rep < REPS; rep++) {
-    const results = await Promise.all(servers.map((server) => load(server.url + pagePath)))
-    const failures = results.reduce((sum, r) => sum + r.errors + r.timeouts + r.non2xx, 0)
-    if (failures > 0) throw new Error(`${pagePath}: ${failures} failed requests`)
-    runs.push({
-      rps: results.reduce((sum, r) => sum + r.requests.average, 0),
-      p99: Math.max(...results.map((r) => r.latency.p99)),
-    })
-  }
-  return { rps: median(runs.map((r) => r.rps)), p99Ms: median(runs.map((r) => r.p99)), runs }
-}
-
 async function slug() {
   const client = new pg.Client({ connectionString: DATABASE_URL })
   await client.connect()
@@ -116,17 +52,6 @@ async function slug() {
   } finally {
     await client.end()
   }
-}
-
-async function cleanupRedis() {
-  const redis = new Redis(REDIS_URL)
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `*${PREFIX}*`, 'COUNT', 1000)
-    if (keys.length > 0) await redis.unlink(...keys)
-    cursor = next
-  } while (cursor !== '0')
-  redis.disconnect()
 }
 
 mkdirSync(PEER_DIR, { recursive: true })
@@ -151,19 +76,13 @@ try {
     }
     if (!('CACHE_URL' in variantEnv)) delete env.CACHE_URL
     log(`${variant}: next build`)
-    // next build adds its distDir's type folders to the app's tsconfig.json: put it back, to leave the tree clean.
-    const tsconfig = readFileSync(path.join(APP, 'tsconfig.json'), 'utf8')
-    try {
-      execFileSync(process.execPath, [NEXT_BIN, 'build'], { cwd: APP, env, stdio: ['ignore', 'ignore', 'inherit'] })
-    } finally {
-      writeFileSync(path.join(APP, 'tsconfig.json'), tsconfig)
-    }
+    buildApp(env)
     const servers = await Promise.all([startServer(env), startServer(env)])
     try {
       results[variant] = {}
       for (const [page, pagePath] of Object.entries(pages)) {
         for (const server of servers) await (await fetch(server.url + pagePath)).text() // warm both
-        results[variant][page] = await measure(servers, pagePath)
+        results[variant][page] = await measure(servers, { paths: [pagePath], reps: REPS, connections: CONNECTIONS, durationS: DURATION_S })
         log(`${variant} ${page}: ${Math.round(results[variant][page].rps)} req/s, p99 ${results[variant][page].p99Ms} ms`)
       }
     } finally {
@@ -181,7 +100,7 @@ try {
   results.handlerGet = handlerGet
   log(`one get of a cached page: tiered-cache ${handlerGet.tieredCacheUs.toFixed(1)} µs, fortedigital ${handlerGet.fortedigitalUs.toFixed(1)} µs`)
 } finally {
-  await cleanupRedis()
+  await cleanupRedis(REDIS_URL, PREFIX)
   rmSync(PEER_DIR, { recursive: true, force: true })
 }
 
@@ -217,7 +136,6 @@ const json = { started: stamp, quick: QUICK, machine: { cpus: os.cpus().length, 
 writeFileSync(path.join(outDir, `next-${stamp}.json`), JSON.stringify(json, null, 2) + '\n')
 
 const lines = [
-  '<!-- next:start -->',
   '## Next.js pages (bench/next)',
   '',
   `Two \`next start\` instances of the example app on one Redis, loaded at once by autocannon (${CONNECTIONS} connections each, ${DURATION_S} s, median of ${REPS}); requests/s summed, p99 the worse instance. ${QUICK ? '**Quick mode: figures meaningless.**' : ''}`,
@@ -238,14 +156,8 @@ const lines = [
   '| page | target | ratio | met |',
   '| --- | --- | --- | --- |',
   ...targets.map((t) => `| ${t.page} | ${t.target} | ${t.ratio.toFixed(2)} | ${t.met ? 'yes' : 'no'} |`),
-  '<!-- next:end -->',
 ]
 const mdPath = QUICK ? path.join(outDir, 'BENCHMARKS.md') : path.join(REPO, 'BENCHMARKS.md')
-const before = existsSync(mdPath) ? readFileSync(mdPath, 'utf8') : ''
-const block = lines.join('\n')
-const after = before.includes('<!-- next:start -->')
-  ? before.replace(/<!-- next:start -->[\s\S]*<!-- next:end -->/, block)
-  : `${before.trimEnd()}\n\n${block}\n`
-writeFileSync(mdPath, after)
+writeBlock(mdPath, 'next', lines)
 log(`wrote ${path.join(outDir, `next-${stamp}.json`)} and ${mdPath}`)
 for (const t of targets) log(`${t.page}: ${t.target}: ${t.ratio.toFixed(2)} ${t.met ? 'met' : 'MISSED'}`)

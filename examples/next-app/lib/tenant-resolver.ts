@@ -1,5 +1,6 @@
 import type { CacheStats } from 'tiered-cache'
 import { getCaches } from './cache'
+import { readThrough } from './read-through'
 import { normalizeSubdomain } from './subdomain'
 import { findActiveTenants, findTenantBySlug, type Tenant } from './tenants'
 
@@ -32,7 +33,7 @@ export async function resolveTenant(subdomain: string): Promise<TenantResolution
 
   // getOrSet does not say where its value came from; the loader running in this call is what makes it a read.
   let readDatabase = false
-  const tenant = await getCaches().tenant.getOrSet<Tenant | null>(slug, () => {
+  const tenant = await readThrough('tenant').getOrSet<Tenant | null>(slug, () => {
     readDatabase = true
     return findTenantBySlug(slug)
   })
