@@ -14,45 +14,17 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import pg from 'pg'
-import { APP, REPO, buildApp, cleanupRedis, measure, startServer, writeBlock } from '../lib/next-app.mjs'
+import { APP, CONNECTIONS, DATABASE_URL, DURATION_S, QUICK, REDIS_URL, REPO, REPS, buildApp, cleanupRedis, measure, query, startServer, writeBlock } from '../lib/next-app.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
-const QUICK = process.argv.includes('--quick')
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
-const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/next_example'
-const REPS = QUICK ? 1 : 3
-const DURATION_S = QUICK ? 1 : 10
-const CONNECTIONS = 16
 const PREFIX = `tcbench-app-${process.pid}-`
 const DIST_DIR = '.next-bench-app'
 const CONTENDERS = ['tiered-cache', 'map', 'bentocache', 'dbcache']
 // The DBCache contender's table, this run's own.
 const TABLE = `bench_app_cache_${process.pid}`
 
-async function sql(statement) {
-  const db = new pg.Client({ connectionString: DATABASE_URL })
-  await db.connect()
-  try {
-    await db.query(statement)
-  } finally {
-    await db.end()
-  }
-}
-
 function log(message) {
   process.stderr.write(`bench:app: ${message}\n`)
-}
-
-async function activeSlugs() {
-  const client = new pg.Client({ connectionString: DATABASE_URL })
-  await client.connect()
-  try {
-    const { rows } = await client.query('SELECT slug FROM tenants WHERE active ORDER BY slug')
-    return rows.map((row) => row.slug)
-  } finally {
-    await client.end()
-  }
 }
 
 /** Requests every path once on `server`, 16 at a time; throws on an answer other than 200. */
@@ -69,7 +41,7 @@ async function warm(server, paths) {
 }
 
 execFileSync('npm', ['run', 'seed'], { cwd: APP, env: { ...process.env, DATABASE_URL }, stdio: ['ignore', 'ignore', 'inherit'] })
-const slugs = await activeSlugs()
+const slugs = (await query(DATABASE_URL, 'SELECT slug FROM tenants WHERE active ORDER BY slug')).map((row) => row.slug)
 const busiest = slugs.slice(0, QUICK ? 10 : 100)
 const everyone = QUICK ? slugs.slice(0, 30) : slugs
 const scenarios = {
@@ -89,7 +61,7 @@ const baseEnv = {
 }
 const results = {}
 try {
-  await sql(`CREATE TABLE ${TABLE} (key TEXT PRIMARY KEY, value JSONB NOT NULL, expires_at TIMESTAMPTZ NOT NULL)`)
+  await query(DATABASE_URL, `CREATE TABLE ${TABLE} (key TEXT PRIMARY KEY, value JSONB NOT NULL, expires_at TIMESTAMPTZ NOT NULL)`)
   log('next build')
   buildApp(baseEnv)
   for (const contender of CONTENDERS) {
@@ -114,7 +86,7 @@ try {
 } finally {
   rmSync(path.join(APP, DIST_DIR), { recursive: true, force: true })
   await cleanupRedis(REDIS_URL, PREFIX)
-  await sql(`DROP TABLE IF EXISTS ${TABLE}`)
+  await query(DATABASE_URL, `DROP TABLE IF EXISTS ${TABLE}`)
 }
 
 const fmt = (n) => Math.round(n).toLocaleString('en-US')

@@ -7,10 +7,20 @@ import { createServer } from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Redis from 'ioredis'
+import pg from 'pg'
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 export const APP = path.join(REPO, 'examples/next-app')
 const NEXT_BIN = path.join(APP, 'node_modules/next/dist/bin/next')
+
+/** `--quick`: one short run of each, to prove the bench runs; its figures mean nothing. */
+export const QUICK = process.argv.includes('--quick')
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/next_example'
+/** The load both benches put on each server: runs of DURATION_S with CONNECTIONS, each figure a median of REPS. */
+export const REPS = QUICK ? 1 : 3
+export const DURATION_S = QUICK ? 1 : 10
+export const CONNECTIONS = 16
 
 export async function freePort() {
   const server = createServer().listen(0, '127.0.0.1')
@@ -84,6 +94,17 @@ export async function measure(servers, { paths, reps, connections, durationS }) 
     })
   }
   return { rps: median(runs.map((r) => r.rps)), p99Ms: median(runs.map((r) => r.p99)), runs }
+}
+
+/** The rows of one statement, on a connection of its own to `databaseUrl`. */
+export async function query(databaseUrl, text) {
+  const client = new pg.Client({ connectionString: databaseUrl })
+  await client.connect()
+  try {
+    return (await client.query(text)).rows
+  } finally {
+    await client.end()
+  }
 }
 
 /** Removes every Redis key whose name holds `prefix`. */

@@ -13,18 +13,11 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import pg from 'pg'
-import { APP, REPO, buildApp, cleanupRedis, measure, startServer, writeBlock } from '../lib/next-app.mjs'
+import { APP, CONNECTIONS, DATABASE_URL, DURATION_S, QUICK, REDIS_URL, REPO, REPS, buildApp, cleanupRedis, measure, query, startServer, writeBlock } from '../lib/next-app.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
-const QUICK = process.argv.includes('--quick')
 // `--only=tiered-cache,next-default`: some variants (for development; targets and BENCHMARKS.md need all three).
 const ONLY = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',')
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
-const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/next_example'
-const REPS = QUICK ? 1 : 3
-const DURATION_S = QUICK ? 1 : 10
-const CONNECTIONS = 16
 const PREFIX = `tcbench-next-${process.pid}-`
 
 // Turbopack takes a cache handler from inside the app only: the peer's goes into a folder of the app's that git
@@ -43,16 +36,6 @@ function log(message) {
   process.stderr.write(`bench:next: ${message}\n`)
 }
 
-async function slug() {
-  const client = new pg.Client({ connectionString: DATABASE_URL })
-  await client.connect()
-  try {
-    const { rows } = await client.query('SELECT slug FROM tenants WHERE active ORDER BY slug LIMIT 1 OFFSET 40')
-    return rows[0].slug
-  } finally {
-    await client.end()
-  }
-}
 
 mkdirSync(PEER_DIR, { recursive: true })
 writeFileSync(
@@ -60,7 +43,7 @@ writeFileSync(
   `module.exports = require(${JSON.stringify(path.join(HERE, 'fortedigital-handler.cjs'))})\n`,
 )
 execFileSync('npm', ['run', 'seed'], { cwd: APP, stdio: ['ignore', 'ignore', 'inherit'] })
-const tenant = await slug()
+const [{ slug: tenant }] = await query(DATABASE_URL, 'SELECT slug FROM tenants WHERE active ORDER BY slug LIMIT 1 OFFSET 40')
 const pages = { "'use cache' (/menu/:slug)": `/menu/${tenant}`, 'ISR (/:slug)': `/${tenant}` }
 const results = {}
 try {
