@@ -24,8 +24,10 @@ export type Tier = 'l1' | 'l2' | 'loader'
 /** The public calls that `tiered-cache:operation` traces. */
 export type OperationName =
   | 'get'
+  | 'getMany'
   | 'getEntry'
   | 'set'
+  | 'setMany'
   | 'writeFence'
   | 'getOrSet'
   | 'delete'
@@ -48,18 +50,20 @@ export interface OperationContext {
   backend: 'postgres' | 'redis' | 'memory'
   /**
    * The key (`get`, `getEntry`, `set`, `writeFence`, `getOrSet`, `has`, a `delete` of one key), the keys (`delete`
-   * of several), the pattern (`invalidatePattern`), the tags (`invalidateTags`, `getTagExpiration`); `undefined` for
+   * of several, `getMany`, `setMany`), the pattern (`invalidatePattern`), the tags (`invalidateTags`, `getTagExpiration`); `undefined` for
    * `clear`. Keys may carry user data: a subscriber that exports them decides so (the OpenTelemetry module does not
    * by default).
    */
   key: unknown
   /**
-   * Reads only (`get`, `getEntry`, `getOrSet`): whether a fresh cached value answered. `false` for a miss, a value
+   * Reads only (`get`, `getMany`, `getEntry`, `getOrSet`): whether a fresh cached value answered (`getMany`: every
+   * key's). `false` for a miss, a value
    * from the loader, or a stale value. `undefined` for the other calls.
    */
   hit: boolean | undefined
   /**
-   * `get`: `'l1'` or `'l2'` on a hit. `getOrSet`: `'l1'`, `'l2'` (the L2 had it, or another process's load put it
+   * `get`: `'l1'` or `'l2'` on a hit. `getMany`: `'l1'` when the L1 answered every key, `'l2'` when the L2 answered
+   * the rest. `getOrSet`: `'l1'`, `'l2'` (the L2 had it, or another process's load put it
    * there), or `'loader'` (this call's loader ran, or it waited for this thread's load of the key). `undefined` on a
    * miss, for a stale answer, for `getEntry` (its native read does not say which tier answered) and for other calls.
    */

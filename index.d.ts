@@ -352,6 +352,14 @@ export interface SetOptions {
   tags?: string[]
 }
 
+/** One entry of {@link Cache.setMany}: its key, its value and the options of an unfenced `set` ({@link SetOptions}). */
+export interface SetManyEntry<T = unknown> extends SetOptions {
+  /** The key, as `set` takes it. */
+  key: string
+  /** The value, stored as `JSON.stringify` gives it. */
+  value: T
+}
+
 /** Options of one `getOrSet`: those of {@link SetOptions}, and more. */
 export interface GetOrSetOptions extends SetOptions {
   /**
@@ -416,7 +424,7 @@ export interface CacheStats {
   /** Hits answered by the L2 (and copied into the L1). */
   l2Hits: number
   /**
-   * Writes finished by `set` and by `getOrSet` loaders, whether or not the L2 took them: counted once the L2 answered
+   * Writes finished by `set`, `setMany` (one per entry) and `getOrSet` loaders, whether or not the L2 took them: counted once the L2 answered
    * or failed, so a count that moved means the write is in the L2 or never will be.
    */
   sets: number
@@ -519,6 +527,34 @@ export declare class Cache {
    * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously; `Error` `ERR_CACHE_CLOSED` after `close()`.
    */
   get<T = unknown>(key: string): Promise<T | undefined>
+
+  /**
+   * Reads many values: each key from the L1 as `get` reads it, and all the L1 misses from the L2 in one round trip
+   * (Redis: one script per 256 keys, and on a cluster per hash slot, all in flight together, then one read of the
+   * batch's tag records; Postgres: one `= ANY`-style statement over `unnest($1::text[])`). Each L2 hit is copied
+   * into the L1 unless its key changed on any instance while the batch was read. A key given twice is read, and counted as
+   * a hit or a miss in {@link CacheStats}, once; each position gets its own copy (with `immutable`, the one frozen
+   * value).
+   * @returns the values in the order of `keys`, `undefined` for each miss. When the L2 is down or slow, every L1 miss
+   * resolves as a miss after at most `l2Timeout` and the failure goes to `onError`.
+   * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously (not an array, or any one bad key); `Error`
+   * `ERR_CACHE_CLOSED`.
+   */
+  getMany<T = unknown>(keys: readonly string[]): Promise<Array<T | undefined>>
+
+  /**
+   * Writes many values, each as an unfenced `set` writes it, to the L2 in one round trip (Redis: one script per 256
+   * keys, and on a cluster per hash slot, in flight together; Postgres: one `INSERT ... SELECT FROM unnest(...)
+   * ON CONFLICT` statement, so all or none), and to the L1. One bus message announces the whole batch (a batch whose
+   * keys overflow one message, 64 KiB on Redis and 7,900 bytes on Postgres, sends the rest right after); other
+   * instances drop their copies within the bus delay. A key given twice keeps its last value.
+   * Never rejects for an L2 failure: the L1 still gets the values, for at most `busDownL1Ttl`, and the failure goes to
+   * `onError`.
+   * @throws synchronously, naming the entry's index, with nothing written: `TypeError` `ERR_CACHE_INVALID_KEY`,
+   * `ERR_CACHE_INVALID_VALUE` (also for an entry that is not an object), `ERR_CACHE_INVALID_TTL`,
+   * `ERR_CACHE_INVALID_TAG`; `RangeError` `ERR_CACHE_VALUE_TOO_LARGE`; `Error` `ERR_CACHE_CLOSED`.
+   */
+  setMany<T = unknown>(entries: readonly SetManyEntry<T>[]): Promise<void>
 
   /**
    * Reads a value as `get` does, and also a stale one: `{ value, stale }`, `stale` true for an entry past its TTL

@@ -14,6 +14,8 @@ const RULES = rules()
 const CODES = RULES.errorCodes
 const RULE_OF = Object.fromEntries(RULES.options.map((rule) => [rule.name, rule]))
 const SET_OPTIONS = new Set([...RULES.perCallOptions.set, ...RULES.perCallOptions.fencedSet])
+// A batch write is unconditional: a fence belongs to one key's read-then-write.
+const SET_MANY_OPTIONS = new Set(RULES.perCallOptions.set)
 const GET_OR_SET_OPTIONS = new Set(RULES.perCallOptions.getOrSet)
 const INVALIDATE_TAGS_OPTIONS = new Set(['soft', 'strict'])
 // The failures that mean the L2 did not take a call (as opposed to a bus that did not echo it).
@@ -363,6 +365,50 @@ class Cache {
     })
   }
 
+  getMany(keys) {
+    if (OPERATION.hasSubscribers) return this.#traced('getMany', keys, this.#getMany, keys)
+    return this.#getMany(keys)
+  }
+
+  #getMany(keys, trace) {
+    if (!Array.isArray(keys)) {
+      throw cacheError(TypeError, CODES.InvalidKey, `getMany takes an array of keys; got ${typeof keys}`)
+    }
+    keys.forEach(checkKey)
+    const values = new Array(keys.length).fill(undefined)
+    // Each key once, with the positions it answers: a key given twice is looked up, and counted, once.
+    const positions = new Map()
+    for (let i = 0; i < keys.length; i++) {
+      const known = positions.get(keys[i])
+      if (known === undefined) positions.set(keys[i], [i])
+      else known.push(i)
+    }
+    const missed = new Map()
+    for (const [key, at] of positions) {
+      const hit = this.#l1Value(key)
+      if (hit === undefined) missed.set(key, at)
+      // Each position gets its own copy (or the one frozen value), as separate gets would.
+      else for (let j = 0; j < at.length; j++) values[at[j]] = j === 0 || this.#frozen !== null ? hit : structuredClone(hit)
+    }
+    if (missed.size === 0) {
+      if (trace !== undefined) found(trace, 'l1')
+      return Promise.resolve(values)
+    }
+    return this.#native.getMany([...missed.keys()]).then((read) => {
+      this.#absorbed(read.error)
+      let misses = 0
+      let at = 0
+      for (const positions of missed.values()) {
+        const json = read.values[at++]
+        if (json == null) misses += positions.length
+        // Each position parses its own copy (or gets a frozen one), as separate gets would.
+        else for (const i of positions) values[i] = this.#parse(json)
+      }
+      if (trace !== undefined) found(trace, misses === 0 ? 'l2' : undefined)
+      return values
+    })
+  }
+
   getEntry(key) {
     if (OPERATION.hasSubscribers) return this.#traced('getEntry', key, this.#getEntry, key)
     return this.#getEntry(key)
@@ -401,6 +447,38 @@ class Cache {
       // Only a fenced write says whether it was stored; a plain one resolves to nothing, as it always has.
       if (fenced) return result.count === 1
     })
+  }
+
+  setMany(entries) {
+    if (OPERATION.hasSubscribers) {
+      const keys = Array.isArray(entries) ? entries.map((entry) => entry?.key) : entries
+      return this.#traced('setMany', keys, this.#setMany, entries)
+    }
+    return this.#setMany(entries)
+  }
+
+  #setMany(entries) {
+    if (!Array.isArray(entries)) {
+      throw cacheError(TypeError, CODES.InvalidValue, `setMany takes an array of { key, value } entries; got ${typeof entries}`)
+    }
+    const batch = entries.map((entry, index) => {
+      try {
+        if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+          throw cacheError(TypeError, CODES.InvalidValue, 'an entry must be an object such as { key, value, ttl }')
+        }
+        const { key, value, ...options } = entry
+        checkKey(key)
+        const json = serialize(value)
+        const call = callOptions(options, SET_MANY_OPTIONS)
+        return { key, json, ttl: call.ttl, grace: call.grace, tags: call.tags }
+      } catch (error) {
+        error.message = `setMany entry ${index}: ${error.message}`
+        throw error
+      }
+    })
+    const written = this.#native.setMany(batch)
+    this.#forgetLoads(batch.map((entry) => entry.key))
+    return written.then((error) => this.#absorbed(error))
   }
 
   writeFence(key) {

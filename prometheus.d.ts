@@ -33,7 +33,8 @@
  * | `tiered_cache_loader_duration_seconds` | histogram | each loader run, from its call to its settling |
  *
  * `tiered_cache_l2_duration_seconds` is measured in JavaScript, from the public call to its promise settling, for
- * `get` (L1 misses only), `set`, `delete` (which waits for its bus echo), `writeFence` and `getTagExpiration` on a
+ * `get` and `getMany` (unless the L1 answered every key), `set`, `setMany`, `delete` (which waits for its bus echo),
+ * `writeFence` and `getTagExpiration` on a
  * cache with an L2, and only when the call started with the circuit breaker closed (a skipped call's time is not the
  * L2's). It therefore includes the binding's hop and the core's work around the round trip. `getOrSet` (its time
  * includes loaders and waits for other callers), `getEntry` and `has` (their trace does not say whether the L1

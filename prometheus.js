@@ -25,14 +25,14 @@ const DEFAULTS = Object.freeze({
  * `getOrSet` (its time includes loaders and waits for other callers' loads), `getEntry` (its trace does not say
  * whether the L1 answered), `has` (likewise), nor the removals by pattern or tag (many round trips and a bus echo).
  */
-const L2_OPERATIONS = new Set(['get', 'set', 'delete', 'writeFence', 'getTagExpiration'])
+const L2_OPERATIONS = new Set(['get', 'getMany', 'set', 'setMany', 'delete', 'writeFence', 'getTagExpiration'])
 
 /** The counters: metric name (without the prefix), help, and the `stats()` field per `tier` label (or none). */
 const COUNTERS = [
   ['hits_total', 'Reads answered from the cache, by tier.', { l1: 'l1Hits', l2: 'l2Hits' }],
   ['misses_total', 'Reads that found nothing in either tier.', 'misses'],
   ['stale_hits_total', 'getOrSet calls answered with a stale value within its grace.', 'staleHits'],
-  ['sets_total', 'Writes attempted (set, and getOrSet storing a loaded value).', 'sets'],
+  ['sets_total', 'Writes attempted (set, each entry of setMany, and getOrSet storing a loaded value).', 'sets'],
   ['deletes_total', 'Live entries removed by delete, invalidatePattern and clear.', 'deletes'],
   ['loader_calls_total', 'Times a caller of this process was told to run its loader.', 'loaderCalls'],
   ['errors_total', 'Failures absorbed: L2 calls, bus publishes, bus losses, background sweeps.', 'errors'],
@@ -167,7 +167,7 @@ function registerMetrics(registry, target = {}) {
   const l2Seconds = new promClient.Histogram({
     name: `${prefix}l2_duration_seconds`,
     help:
-      'Time of get, set, delete, writeFence and getTagExpiration calls that went to the L2 (not L1 hits, not calls ' +
+      'Time of get, getMany, set, setMany, delete, writeFence and getTagExpiration calls that went to the L2 (not L1 hits, not calls ' +
       'the open circuit breaker skipped), from the call to its settling, in seconds.',
     labelNames: ['namespace'],
     buckets: l2Buckets,

@@ -93,6 +93,26 @@ for (const backend of BACKENDS) {
     )
   })
 
+  test.serial(`${backend.name}: tiered-cache:operation traces batch calls with their keys and where the values came from`, async (t) => {
+    const seen = recordTraces(t)
+    const namespace = uniqueNamespace('dcmany')
+    const cache = openCache(t, { ...connectionOf(backend), namespace })
+    await cache.setMany([{ key: 'a', value: 1 }, { key: 'b', value: 2 }])
+    t.deepEqual(await cache.getMany(['a', 'b']), [1, 2])
+    t.deepEqual(await cache.getMany(['a', 'missing']), [1, undefined])
+    const expected = [
+      { operation: 'setMany', key: ['a', 'b'], hit: undefined, tier: undefined },
+      { operation: 'getMany', key: ['a', 'b'], hit: true, tier: 'l1' },
+      { operation: 'getMany', key: ['a', 'missing'], hit: false, tier: undefined },
+    ]
+    if (backend.url !== undefined) {
+      const reader = openCache(t, { ...connectionOf(backend), namespace, l1: false })
+      t.deepEqual(await reader.getMany(['a', 'b']), [1, 2])
+      expected.push({ operation: 'getMany', key: ['a', 'b'], hit: true, tier: 'l2' })
+    }
+    t.deepEqual(ended(seen, namespace).map(({ operation, key, hit, tier }) => ({ operation, key, hit, tier })), expected)
+  })
+
   test.serial(`${backend.name}: without subscribers a call publishes nothing and an L1 hit is still a settled promise`, async (t) => {
     const cache = openCache(t, { ...connectionOf(backend), namespace: uniqueNamespace('idle') })
     t.false(dc.tracingChannel('tiered-cache:operation').hasSubscribers)

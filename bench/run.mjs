@@ -15,7 +15,7 @@ const { BENCH_DIR, REPO_DIR, N } = await import('./lib/common.mjs')
 const { cleanup } = await import('./lib/servers.mjs')
 const { report } = await import('./lib/report.mjs')
 
-const SECTIONS = ['l1', 'l2', 'writes', 'stampede', 'invalidate', 'memory', 'eventloop', 'workers', 'l2down', 'tags', 'diagnostics', 'l1sizing']
+const SECTIONS = ['l1', 'l2', 'writes', 'stampede', 'invalidate', 'memory', 'eventloop', 'workers', 'l2down', 'tags', 'diagnostics', 'batch', 'l1sizing']
 
 async function runSection(name) {
   const child = fork(path.join(BENCH_DIR, 'section.mjs'), [name], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })

@@ -46,6 +46,30 @@ pub struct ReadResult {
     pub error: Option<ErrorInfo>,
 }
 
+/// The answer of a batch read of the L2: each key's JSON text in the order asked, with the failure it absorbed.
+#[napi(object, object_from_js = false)]
+pub struct ManyResult {
+    /// Each key's JSON text, `undefined` for a miss (every key, when the L2 failed).
+    pub values: Vec<Option<JsonText>>,
+    /// The L2 failure the read degraded on, for `onError`.
+    pub error: Option<ErrorInfo>,
+}
+
+/// One entry of `setMany`, its value already JSON text.
+#[napi(object)]
+pub struct SetManyEntry {
+    /// The key.
+    pub key: String,
+    /// The value's JSON text.
+    pub json: String,
+    /// Its TTL in seconds; the `ttl` option when absent.
+    pub ttl: Option<f64>,
+    /// Its grace in seconds; the `grace` option when absent.
+    pub grace: Option<f64>,
+    /// Its tags.
+    pub tags: Option<Vec<String>>,
+}
+
 /// The answer of a read that also finds stale entries: the JSON text and whether it is stale.
 #[napi(object, object_from_js = false)]
 pub struct EntryResult {
@@ -316,6 +340,36 @@ impl NativeCache {
             json: read.value.map(JsonText),
             error: error_info(read.error),
         })
+    }
+
+    /// Reads keys from the L2 in one call after L1 misses of `l1Get`: a Promise of a [`ManyResult`]. Throws
+    /// `ERR_CACHE_INVALID_KEY` (for any one bad key, before reading anything) or `ERR_CACHE_CLOSED` at once; L2
+    /// failures come back in the result.
+    #[napi(catch_unwind)]
+    pub fn get_many<'env>(&self, env: &'env Env, keys: Vec<String>) -> Result<Object<'env>> {
+        self.promise(env, self.cache(env)?.get_many_after_l1_miss(keys), |read| ManyResult {
+            values: read.value.into_iter().map(|json| json.map(JsonText)).collect(),
+            error: error_info(read.error),
+        })
+    }
+
+    /// Writes every entry to both tiers in one L2 call, each as an unfenced `set` writes it: a Promise of the absorbed
+    /// failure, or of nothing. Throws the first bad entry's error at once, naming its index, before anything is
+    /// written (`ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE` as a `RangeError`,
+    /// `ERR_CACHE_INVALID_TTL`, `ERR_CACHE_INVALID_TAG`), or `ERR_CACHE_CLOSED`.
+    #[napi(catch_unwind)]
+    pub fn set_many<'env>(&self, env: &'env Env, entries: Vec<SetManyEntry>) -> Result<Object<'env>> {
+        let entries = entries
+            .into_iter()
+            .map(|e| tiered_cache_core::SetManyEntry {
+                key: e.key,
+                json: e.json,
+                ttl_seconds: e.ttl,
+                grace_seconds: e.grace,
+                tags: e.tags,
+            })
+            .collect();
+        self.promise(env, self.cache(env)?.set_many(entries), |written| error_info(written.error))
     }
 
     /// Reads a key from either tier, a stale entry included: a Promise of an [`EntryResult`]. Throws

@@ -60,6 +60,17 @@ function comparisons(r) {
     add('Worker threads', `L1 hit ops/s, ${n}`, 'ops/s', false, med(r.workers, `tiered-cache, ${n}`, 'opsPerSec'), med(r.workers, `lru-cache (objects), ${n}`, 'opsPerSec'), `lru-cache (objects), ${n}`, n === '2 workers')
   }
   add('Worker threads', 'L1 hit scaling, 2 workers / 1 worker', 'x', false, med(r.workers, 'tiered-cache, 2 workers', 'opsPerSec') / med(r.workers, 'tiered-cache, 1 worker', 'opsPerSec'), med(r.workers, 'lru-cache (objects), 2 workers', 'opsPerSec') / med(r.workers, 'lru-cache (objects), 1 worker', 'opsPerSec'), 'lru-cache scaling', false)
+  const batch = r.batch
+  for (const short of ['Redis', 'Postgres']) {
+    const rawRead = short === 'Redis' ? 'ioredis MGET + JSON.parse' : 'pg SELECT = ANY($1)'
+    const rawWrite = short === 'Redis' ? 'ioredis pipeline of 100 SET PX' : 'pg upsert over unnest'
+    for (const peer of [`tiered-cache 100 gets (${short})`, rawRead]) {
+      add('Batch', `getMany of 100 keys, ${short}, p50 vs ${peer}`, 'µs', true, med(batch?.reads, `tiered-cache getMany (${short})`, 'p50Us'), med(batch?.reads, peer, 'p50Us'), peer, peer === rawRead)
+    }
+    for (const peer of [`tiered-cache 100 sets (${short})`, rawWrite]) {
+      add('Batch', `setMany of 100 keys, ${short}, p50 vs ${peer}`, 'µs', true, med(batch?.writes, `tiered-cache setMany (${short})`, 'p50Us'), med(batch?.writes, peer, 'p50Us'), peer, false)
+    }
+  }
   return out
 }
 
@@ -229,6 +240,10 @@ export async function report({ results, started, quick, counts, chartFile }) {
   section('9. L2 down: the cost of a call once the L2 failed', results.l2down, [['getP50Us', 'get p50 µs'], ['getP99Us', 'get p99 µs'], ['getOrSetP50Us', 'getOrSet p50 µs'], ['getOrSetP99Us', 'getOrSet p99 µs'], ['cappedCalls', 'calls cut at 1 s']], 'Refused: nothing listens on the port. Black-holed: a server accepts and never answers. Each contender with its defaults; the first failing call is made and left out, then every call of a key that is in no tier is timed. A call still waiting after 1 s is cut and counted at 1 s.')
   section(`10. Tags: invalidateTags of a tag on ${counts.invalidateKeys} entries, and what tags cost a hit`, results.tags, [['wallMs', 'wall ms'], ['maxCommandMs', 'longest Redis command ms'], ['opsPerSec', 'hits/s, sequential', 'ops/s']], 'invalidateTags writes one record per tag (entries are judged against it when read), so its cost does not depend on how many entries carry the tag; the "1 entry" rows are the same call for a tag one entry carries. bentocache also invalidates by tag timestamps. invalidatePattern of the same entries ran once (it deletes them), after the tag repetitions; section 5 repeats it over as many keys. Hits: the same ~100 B value with no tag and with three, in a namespace that holds an invalidation record of another tag.')
   for (const size of ['1KB', '100B']) section(`11. The diagnostics channel on an L1 hit, ${size} value`, results.diagnostics?.[size], [['nsPerOp', 'ns/op'], ['p50Ns', 'p50 ns'], ['opsPerSec', 'ops/s', 'ops/s']], size === '1KB' ? '`await cache.get(k)` over keys already in the L1: with nobody subscribed to `tiered-cache:operation` (each call checks `hasSubscribers` and allocates nothing more), with one no-op `asyncEnd` subscriber (the floor of what an APM or `tiered-cache/prometheus`/`otel` costs), and the binding\'s synchronous L1 read that `get` wraps, parsed and resolved alike.' : undefined)
+  const batchNote = (what) =>
+    `${results.batch?.batch ?? 100} keys of the 1 KB tenant row per call, one call at a time, L1 off so every key reaches the L2; tiered-cache with its defaults otherwise. ${what}`
+  section('12. Batch read of 100 keys (L1 off)', results.batch?.reads, [['p50Us', 'p50 µs per batch'], ['p99Us', 'p99 µs per batch']], batchNote('"100 gets" is `Promise.all` of 100 `get` calls; the raw reads decode each value with JSON.parse (pg decodes jsonb itself).'))
+  section('12b. Batch write of 100 keys', results.batch?.writes, [['p50Us', 'p50 µs per batch'], ['p99Us', 'p99 µs per batch']], batchNote('tiered-cache also publishes one bus message per batch (per set for "100 sets"); the raw writes publish nothing.'))
   const sizing = results.l1sizing
   section(`13. L1 sizing: ${sizing?.entries} entries of about 170 B (${sizing?.setMiB?.toFixed(1)} MiB) through a Redis L2`, sizing, [['l1HitPercent', 'L1 hit %'], ['opsPerSec', `reads/s, ${counts.inflight} in flight`, 'ops/s'], ['l1Entries', 'L1 entries'], ['l1MiB', 'L1 MiB of keys and values']], 'Uniform random reads over the whole set, the L1 warmed by as many reads first. The old default bound on entries (10,000, scaled with the set in quick mode) against the default now (only `l1.maxBytes` binds, which counts 700 B of bookkeeping per entry), and an L1 whose `maxBytes` holds 1/1.2 of the set: a perfect policy would keep 83 % of reads in the L1.')
   md.push('## Closing note', '')

@@ -74,6 +74,17 @@ describe.each(BACKENDS)('on %s', (backend, url) => {
     expect(await cache.get('tenant:nobody')).toBeUndefined()
   })
 
+  test('setMany, then getMany<Tenant> in the order asked', async () => {
+    const tenants: Tenant[] = [
+      { id: 3, slug: 'gamma', plan: 'pro' },
+      { id: 4, slug: 'delta', plan: 'free' },
+    ]
+    await cache.setMany(tenants.map((tenant) => ({ key: `tenant:${tenant.slug}`, value: tenant, ttl: 30 })))
+    const found = await cache.getMany<Tenant>(['tenant:delta', 'tenant:nobody', 'tenant:gamma'])
+    expectTypeOf(found).toEqualTypeOf<Array<Tenant | undefined>>()
+    expect(found).toEqual([tenants[1], undefined, tenants[0]])
+  })
+
   test('getOrSet<Tenant | null> loads once, caches the null too', async () => {
     let loads = 0
     const load = async (): Promise<Tenant | null> => {

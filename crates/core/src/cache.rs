@@ -21,7 +21,7 @@ use crate::pattern::Pattern;
 use crate::registry::shared_store;
 use crate::rules::{EARLY_REFRESH, GRACE, JS_EXACT_INTEGERS, SOFT_TIMEOUT};
 use crate::stats::StatsSnapshot;
-use crate::store::{ErrorSink, Json, LoadLease, LoadStep, Outcome, Store};
+use crate::store::{BatchEntry, ErrorSink, Json, LoadLease, LoadStep, Outcome, Store};
 use crate::tags::checked_tags;
 use crate::ttl::{jittered, per_call, per_call_ms, per_call_ttl_ms, Lifetime};
 use crate::value::validate_json;
@@ -183,6 +183,51 @@ impl Cache {
         self.checked_key(&key)?;
         let (store, default_ttl_ms) = (self.store.clone(), self.handle.default_ttl_ms);
         Ok(async move { store.read_allowing_stale(&key, default_ttl_ms).await })
+    }
+
+    /// Reads `keys` from the L2 in one call after the caller's own L1 lookups missed them (see
+    /// [`Store::read_l2_many`]): each value, or `None`, in the order of `keys`; a key given twice is read once. Fails
+    /// at once with `ERR_CACHE_INVALID_KEY` for any one bad key; L2 failures come back in the [`Outcome`].
+    pub fn get_many_after_l1_miss(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<impl Future<Output = Outcome<Vec<Option<Json>>>> + Send + 'static> {
+        keys.iter().try_for_each(|key| self.checked_key(key))?;
+        let (unique, positions) = deduplicated(keys);
+        let (store, default_ttl_ms) = (self.store.clone(), self.handle.default_ttl_ms);
+        Ok(async move {
+            let read = store.read_l2_many(&unique, default_ttl_ms).await;
+            Outcome { value: positions.into_iter().map(|i| read.value[i].clone()).collect(), error: read.error }
+        })
+    }
+
+    /// Writes every entry to both tiers in one L2 call, each as an unfenced [`Self::set`] writes it; a key given twice
+    /// keeps its last value. Every entry is checked first, so a bad one fails the call at once, naming its index,
+    /// and nothing is written: `ERR_CACHE_INVALID_KEY`, `ERR_CACHE_INVALID_VALUE`, `ERR_CACHE_VALUE_TOO_LARGE`,
+    /// `ERR_CACHE_INVALID_TTL` or `ERR_CACHE_INVALID_TAG`.
+    pub fn set_many(&self, entries: Vec<SetManyEntry>) -> Result<impl Future<Output = Outcome<()>> + Send + 'static> {
+        let mut checked = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.into_iter().enumerate() {
+            let entry = self
+                .checked_entry(entry)
+                .map_err(|e| CacheError::new(e.kind, format!("setMany entry {index}: {}", e.message)))?;
+            checked.push(entry);
+        }
+        // The last entry of a key wins: keep, from the back, the first of each.
+        let mut kept = std::collections::HashSet::with_capacity(checked.len());
+        let mut batch: Vec<BatchEntry> =
+            checked.into_iter().rev().filter(|entry| kept.insert(entry.key.clone())).collect();
+        batch.reverse();
+        let store = self.store.clone();
+        Ok(async move { store.set_many(batch).await })
+    }
+
+    fn checked_entry(&self, entry: SetManyEntry) -> Result<BatchEntry> {
+        self.checked_key(&entry.key)?;
+        validate_json(&entry.json, self.handle.max_value_bytes)?;
+        let lifetime = self.lifetime(entry.ttl_seconds, entry.grace_seconds)?;
+        let tags = checked_tags(entry.tags.unwrap_or_default())?;
+        Ok(BatchEntry { key: entry.key, json: entry.json, lifetime, tags })
     }
 
     /// Writes `json` (JSON text as `JSON.stringify` makes it) for `ttl_seconds` (default: the option `ttl`), kept
@@ -433,6 +478,38 @@ impl Cache {
         self.leases.closed.store(true, Ordering::Release);
         self.leases.map().clear();
     }
+}
+
+/// One entry of [`Cache::set_many`], as the binding passes it.
+#[derive(Debug, Clone)]
+pub struct SetManyEntry {
+    /// The key.
+    pub key: String,
+    /// JSON text as `JSON.stringify` makes it.
+    pub json: String,
+    /// Its TTL in seconds; the option `ttl` when `None`.
+    pub ttl_seconds: Option<f64>,
+    /// Its grace in seconds; the option `grace` when `None`.
+    pub grace_seconds: Option<f64>,
+    /// Its tags.
+    pub tags: Option<Vec<String>>,
+}
+
+/// `keys` without repeats, in the order each first appears, and for each of `keys` its index among them.
+fn deduplicated(keys: Vec<String>) -> (Vec<String>, Vec<usize>) {
+    let mut index_of: HashMap<String, usize> = HashMap::with_capacity(keys.len());
+    let mut unique = Vec::with_capacity(keys.len());
+    let positions = keys
+        .into_iter()
+        .map(|key| {
+            let next = unique.len();
+            *index_of.entry(key).or_insert_with_key(|key| {
+                unique.push(key.clone());
+                next
+            })
+        })
+        .collect();
+    (unique, positions)
 }
 
 /// `ERR_CACHE_CLOSED`, for a binding whose handle was closed.

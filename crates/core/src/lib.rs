@@ -27,7 +27,7 @@ pub mod tags;
 mod ttl;
 mod value;
 
-pub use cache::{Cache, LoadStart};
+pub use cache::{Cache, LoadStart, SetManyEntry};
 pub use error::{CacheError, ErrorKind};
 pub use l1::L1Entry;
 pub use stats::StatsSnapshot;

@@ -149,7 +149,7 @@ pub const NUMBER_RULES: &[NumberRule] = &[
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PerCallOptions {
-    /// `set(key, value, { ... })`.
+    /// `set(key, value, { ... })`, and the options of each `setMany` entry, `{ key, value, ... }`.
     pub set: &'static [&'static str],
     /// `getOrSet(key, loader, { ... })`.
     pub get_or_set: &'static [&'static str],

@@ -12,11 +12,12 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::time::Instant;
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, LockAttempt, ServerTime, Tagged, Write};
+use super::{BatchWrite, BusEvent, BusStream, L2Hit, L2Read, LockAttempt, ServerTime, Tagged, Write};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::key::{namespace_of, namespaced};
 use crate::pattern::Pattern;
 use crate::tags::{TagTime, Tags};
+use crate::ttl::Lifetime;
 
 static SERVERS: LazyLock<Mutex<HashMap<String, Arc<Server>>>> = LazyLock::new(Default::default);
 
@@ -32,6 +33,19 @@ struct Entry {
     stale_until_us: u64,
     written_at_us: u64,
     tags: Option<Tags>,
+}
+
+impl Entry {
+    /// A value written at `now`.
+    fn written(json: &str, lifetime: Lifetime, tags: &[Box<str>], now: u64) -> Self {
+        Entry {
+            json: Some(json.to_owned()),
+            expires_at_us: now + lifetime.ttl_ms * 1000,
+            stale_until_us: now + lifetime.kept_ms() * 1000,
+            written_at_us: now,
+            tags: (!tags.is_empty()).then(|| tags.into()),
+        }
+    }
 }
 
 /// What a test can make the server do wrong.
@@ -129,12 +143,27 @@ impl MemoryL2 {
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<L2Read> {
+        let mut reads = self.get_many(std::slice::from_ref(&key.to_owned())).await?;
+        Ok(reads.pop().expect("one read per key"))
+    }
+
+    /// Every key in one command, as Redis reads a batch in one script.
+    pub(super) async fn get_many(&self, keys: &[String]) -> Result<Vec<L2Read>> {
         let s = &self.server;
         s.command().await?;
         let now = s.now_us();
+        let reads = keys.iter().map(|key| self.read(key, now)).collect();
+        let gate = s.faults.read_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.expect("the gate stays open").forget();
+        }
+        Ok(reads)
+    }
+
+    fn read(&self, key: &str, now: u64) -> L2Read {
         let mut read = L2Read { hit: None, stale: None, at: ServerTime(now), tag_times: Vec::new() };
         if let Some(Entry { json: Some(json), expires_at_us, stale_until_us, written_at_us, tags }) =
-            s.entries.lock().unwrap().get(key)
+            self.server.entries.lock().unwrap().get(key)
         {
             let tagged = tags.clone().map(|tags| Tagged { tags, written_us: *written_at_us });
             if let Some(tagged) = &tagged {
@@ -153,11 +182,27 @@ impl MemoryL2 {
                 read.stale = Some(L2Hit { json: json.clone(), remaining_ms: Some(0), grace_ms, tagged });
             }
         }
-        let gate = s.faults.read_gate.lock().unwrap().clone();
-        if let Some(gate) = gate {
-            gate.acquire().await.expect("the gate stays open").forget();
+        read
+    }
+
+    /// Every entry in one command, then the message, as Redis writes a batch in one script.
+    pub(super) async fn set_many(
+        &self,
+        batch: &[BatchWrite<'_>],
+        bus_message: Option<&str>,
+    ) -> Result<Vec<ServerTime>> {
+        let s = &self.server;
+        s.command().await?;
+        let now = s.now_us();
+        let mut entries = s.entries.lock().unwrap();
+        for write in batch {
+            entries.insert(write.key.to_owned(), Entry::written(write.json, write.lifetime, write.tags, now));
         }
-        Ok(read)
+        drop(entries);
+        if let Some(message) = bus_message {
+            s.publish_now(BUS_CHANNEL, message);
+        }
+        Ok(vec![ServerTime(now); batch.len()])
     }
 
     pub(super) async fn set(
@@ -180,14 +225,7 @@ impl MemoryL2 {
                 return Ok(None);
             }
         }
-        let entry = Entry {
-            json: Some(json.to_owned()),
-            expires_at_us: now + lifetime.ttl_ms * 1000,
-            stale_until_us: now + lifetime.kept_ms() * 1000,
-            written_at_us: now,
-            tags: (!tags.is_empty()).then(|| tags.into()),
-        };
-        entries.insert(key.to_owned(), entry);
+        entries.insert(key.to_owned(), Entry::written(json, lifetime, tags, now));
         drop(entries);
         if let Some(message) = bus_message {
             s.publish_now(BUS_CHANNEL, message);

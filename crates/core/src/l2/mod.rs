@@ -104,6 +104,19 @@ pub struct Write<'a> {
     pub tags: &'a [Box<str>],
 }
 
+/// One entry of a batch write, unconditional as `set`'s own.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchWrite<'a> {
+    /// The namespaced key.
+    pub key: &'a str,
+    /// The JSON text.
+    pub json: &'a str,
+    /// Fresh for its TTL, then kept stale for its grace.
+    pub lifetime: Lifetime,
+    /// The entry's tags; empty for none.
+    pub tags: &'a [Box<str>],
+}
+
 /// What the bus subscription hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEvent {
@@ -199,6 +212,30 @@ impl L2 {
             L2::Redis(redis) => redis.get(key).await,
             #[cfg(test)]
             L2::Memory(memory) => memory.get(key).await,
+        }
+    }
+
+    /// The entries of namespaced keys of one namespace, in their order, each as [`Self::get`] reads it, in one round
+    /// trip where the backend allows: one script (a cluster: one per slot, in flight together, then the tags'
+    /// records), one Postgres statement. `keys` must hold no duplicates.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<L2Read>> {
+        match self {
+            L2::Postgres(pg) => pg.get_many(keys).await,
+            L2::Redis(redis) => redis.get_many(keys).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.get_many(keys).await,
+        }
+    }
+
+    /// Writes entries of one namespace unconditionally, as [`Self::set`] does, and publishes `bus_message` once they
+    /// are all written, in one round trip where the backend allows; returns each write's time, in their order.
+    /// `entries` must hold no duplicate keys.
+    pub async fn set_many(&self, entries: &[BatchWrite<'_>], bus_message: Option<&str>) -> Result<Vec<ServerTime>> {
+        match self {
+            L2::Postgres(pg) => pg.set_many(entries, bus_message).await,
+            L2::Redis(redis) => redis.set_many(entries, bus_message).await,
+            #[cfg(test)]
+            L2::Memory(memory) => memory.set_many(entries, bus_message).await,
         }
     }
 
@@ -380,6 +417,11 @@ impl L2 {
             L2::Memory(_) => 64 * 1024,
         }
     }
+}
+
+/// Tags as one JSON array: a Redis entry's `t` field, a Postgres batch write's parameter.
+pub(crate) fn tags_json(tags: &[Box<str>]) -> String {
+    serde_json::to_string(tags).expect("strings always serialize")
 }
 
 /// Removes credentials from messages that may quote a connection URL or a server's reply.

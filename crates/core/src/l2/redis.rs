@@ -7,7 +7,7 @@
 //! the value when the TTL is short, the key lives at least the fence window, and the value's own expiry is `x`.
 //! A `delete` leaves a hash holding only `w` (a tombstone) for the window; `invalidatePattern` and `clear` stamp one
 //! marker key per namespace instead. Writes, removals and their bus messages each go in one script, so one round
-//! trip; so does a read, with the records of the entry's tags.
+//! trip; so does a read, with the records of the entry's tags, and so does a batch of up to [`BATCH_KEYS`] keys.
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`, which reconnects by itself) carries every command;
 //! the invalidation bus has its own pub/sub connection. Pattern deletes walk `SCAN MATCH` batch by batch, so no single
@@ -23,7 +23,8 @@
 //!   entry. A fenced write of a tagged entry cannot see them in its script, so it stores its load's start (`j`)
 //!   and reads judge its tags against that instead of its write time: a tag invalidated after the load began makes
 //!   it a miss however the two round trips interleave; the store also withdraws it at once when it sees one;
-//! - a multi-key `delete` runs one script per slot, then publishes its bus message;
+//! - a batch (`getMany`, `setMany`, a multi-key `delete`) runs one script per slot, all in flight together, then
+//!   publishes its bus message; `getMany` then reads the batch's tag records in one more round trip;
 //! - the bus is plain `SUBSCRIBE` on one node (a cluster broadcasts `PUBLISH` to every node), the first seed that
 //!   answers; when that node goes, the stream ends and the bus subscribes again on another.
 
@@ -36,7 +37,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write, TAG_RECORD_RETENTION_MS};
+use super::{
+    tags_json, BatchWrite, BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write,
+    TAG_RECORD_RETENTION_MS,
+};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 use crate::tags::{TagTime, Tags};
@@ -50,18 +54,26 @@ const INVALIDATION_PREFIX: &str = "#inval:";
 /// A tag's invalidation record, after `<namespace>:`.
 const TAG_PREFIX: &str = "#tag:";
 
-/// KEYS: entry. ARGV: the tag records' prefix, or '' not to read them (a cluster keeps them in another slot). Returns
-/// v, x, g, t, w, j (false when absent), the server time's seconds and microseconds, then each tag's h and s. No
-/// prelude: a read needs the time only as `TIME` gives it.
+/// KEYS: entries. ARGV: the tag records' prefix, or '' not to read them (a cluster keeps them in another slot).
+/// Returns the server time's seconds and microseconds, then for each entry v, x, g, t, w, j (false when absent), the
+/// count of tag records that follow, and each tag's h and s. No prelude: a read needs the time only as `TIME` gives it.
 const GET: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'v', 'x', 'g', 't', 'w', 'j')
 local t = redis.call('TIME')
-local out = {r[1] or false, r[2] or false, r[3] or false, r[4] or false, r[5] or false, r[6] or false, t[1], t[2]}
-if ARGV[1] ~= '' and r[1] and r[4] then
-  for _, tag in ipairs(cjson.decode(r[4])) do
-    local h = redis.call('HMGET', ARGV[1] .. tag, 'h', 's')
-    out[#out + 1] = h[1] or '0'
-    out[#out + 1] = h[2] or '0'
+local out = {t[1], t[2]}
+for _, key in ipairs(KEYS) do
+  local r = redis.call('HMGET', key, 'v', 'x', 'g', 't', 'w', 'j')
+  for i = 1, 6 do out[#out + 1] = r[i] or false end
+  local count = #out + 1
+  out[count] = '0'
+  if ARGV[1] ~= '' and r[1] and r[4] then
+    local n = 0
+    for _, tag in ipairs(cjson.decode(r[4])) do
+      local h = redis.call('HMGET', ARGV[1] .. tag, 'h', 's')
+      out[#out + 1] = h[1] or '0'
+      out[#out + 1] = h[2] or '0'
+      n = n + 1
+    end
+    out[count] = tostring(n)
   end
 end
 return out
@@ -101,8 +113,9 @@ return 1
 const UNLOCK_IF_OWNER: &str =
     r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
-/// Every script starts with this: `now` and `nowstr` in microseconds of the server clock, and `live(key)`, whether an
-/// entry holds a value not yet expired (an entry of another type, such as a 0.1 string, is not live).
+/// Every script starts with this: `now` and `nowstr` in microseconds of the server clock, `live(key)`, whether an
+/// entry holds a value not yet expired (an entry of another type, such as a 0.1 string, is not live), and
+/// `write(...)`, an entry's unconditional write, which lives at least the fence window `window` (ms).
 const PRELUDE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -110,6 +123,13 @@ local nowstr = string.format('%.0f', now)
 local function live(key)
   local r = redis.pcall('HMGET', key, 'v', 'x')
   return type(r) == 'table' and not r.err and r[1] and tonumber(r[2]) > now
+end
+local function write(key, json, ttl, grace, tags, window)
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'v', json, 'x', string.format('%.0f', now + ttl * 1000), 'w', nowstr)
+  if grace > 0 then redis.call('HSET', key, 'g', string.format('%.0f', now + (ttl + grace) * 1000)) end
+  if tags ~= '' then redis.call('HSET', key, 't', tags) end
+  redis.call('PEXPIRE', key, math.max(ttl + grace, window))
 end
 ";
 
@@ -132,15 +152,21 @@ if since then
     if tonumber(h[1] or '0') >= since or tonumber(h[2] or '0') >= since then return '' end
   end
 end
-local ttl = tonumber(ARGV[2])
-local grace = tonumber(ARGV[7])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'x', string.format('%.0f', now + ttl * 1000), 'w', nowstr)
-if grace > 0 then redis.call('HSET', KEYS[1], 'g', string.format('%.0f', now + (ttl + grace) * 1000)) end
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 't', ARGV[8]) end
+write(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[3]))
 if since and ARGV[8] ~= '' and ARGV[9] == '' then redis.call('HSET', KEYS[1], 'j', ARGV[4]) end
-redis.call('PEXPIRE', KEYS[1], math.max(ttl + grace, tonumber(ARGV[3])))
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return nowstr
+";
+
+/// KEYS: entries. ARGV: fence window ms, bus channel, bus message or '', then for each entry its json, ttl ms, grace
+/// ms and tags as a JSON array or ''. Writes them all unconditionally, as `set` does, then publishes the message;
+/// returns the writes' time in µs.
+const SET_MANY: &str = r"
+for i, key in ipairs(KEYS) do
+  local at = 3 + (i - 1) * 4
+  write(key, ARGV[at + 1], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), ARGV[at + 4], tonumber(ARGV[1]))
+end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return nowstr
 ";
 
@@ -219,9 +245,53 @@ fn tag_times(reply: &[Option<String>], first: usize, count: usize) -> Vec<TagTim
     (0..count).map(|i| TagTime { hard_us: number(first + 2 * i), soft_us: number(first + 2 * i + 1) }).collect()
 }
 
-/// Tags as the JSON array an entry's `t` field holds.
-fn tags_json(tags: &[Box<str>]) -> String {
-    serde_json::to_string(tags).expect("strings always serialize")
+/// How many keys one script of a batch reads or writes at most: a script blocks the server while it runs, so a
+/// large batch goes as several, in flight together.
+const BATCH_KEYS: usize = 256;
+
+/// What the read script returned for one entry: its fields v, x, g, t, w, j, the records of its tags, and the
+/// server time of the read.
+struct Found {
+    now_us: u64,
+    entry: [Option<String>; 6],
+    times: Vec<TagTime>,
+}
+
+impl Found {
+    /// The entry's tags, when it holds a value.
+    fn tags(&self) -> impl Iterator<Item = Box<str>> + '_ {
+        let tags = match (&self.entry[0], &self.entry[3]) {
+            (Some(_), Some(tags)) => serde_json::from_str::<Vec<String>>(tags).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        tags.into_iter().map(String::into_boxed_str)
+    }
+
+    fn into_read(self) -> L2Read {
+        let number = |i: usize| self.entry[i].as_deref().and_then(|s| s.parse::<u64>().ok());
+        let now_us = self.now_us;
+        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now_us), tag_times: Vec::new() };
+        let Some(x) = number(1).filter(|_| self.entry[0].is_some()) else {
+            return read;
+        };
+        let tagged = self.entry[3].is_some().then(|| {
+            let tags: Tags = self.tags().collect();
+            read.tag_times =
+                tags.iter().cloned().zip(self.times.iter().copied()).filter(|(_, time)| time.latest_us() > 0).collect();
+            // A fenced write on a cluster is judged from its load's start (`j`), not from when it landed.
+            Tagged { tags, written_us: number(5).or(number(4)).unwrap_or(0) }
+        });
+        let stale_until_us = number(2);
+        let [json, ..] = self.entry;
+        let json = json.expect("checked above");
+        if x > now_us {
+            let grace_ms = stale_until_us.map_or(0, |g| g.saturating_sub(x) / 1000);
+            read.hit = Some(L2Hit { json, remaining_ms: Some((x - now_us) / 1000), grace_ms, tagged });
+        } else if let Some(g) = stale_until_us.filter(|&g| g > now_us) {
+            read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: (g - now_us) / 1000, tagged });
+        }
+        read
+    }
 }
 
 /// Settings of the Redis L2.
@@ -247,6 +317,7 @@ impl Default for RedisConfig {
 struct Scripts {
     get: Script,
     set: Script,
+    set_many: Script,
     invalidate_tags: Script,
     tag_times: Script,
     withdraw: Script,
@@ -261,6 +332,7 @@ impl Scripts {
         Scripts {
             get: Script::new(GET),
             set: with_now(SET),
+            set_many: with_now(SET_MANY),
             invalidate_tags: with_now(INVALIDATE_TAGS),
             tag_times: Script::new(TAG_TIMES),
             withdraw: Script::new(WITHDRAW),
@@ -458,41 +530,80 @@ impl RedisL2 {
     /// One script: the entry if live (or stale, within its grace), the records of its tags (on a cluster in a second
     /// round trip, in their slot), and the server time of the read.
     pub async fn get(&self, key: &str) -> Result<L2Read> {
-        let namespace = crate::key::namespace_of(key);
-        let mut invocation = self.scripts.get.key(key);
-        invocation.arg(if self.is_cluster() { String::new() } else { self.tag_prefix(namespace) });
-        let reply: Vec<Option<String>> =
-            invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("get", e))?;
-        let field = |i: usize| reply.get(i).cloned().flatten();
-        let number = |i: usize| field(i).and_then(|s| s.parse::<u64>().ok());
-        let now_us = number(6).unwrap_or(0) * 1_000_000 + number(7).unwrap_or(0);
-        let mut read = L2Read { hit: None, stale: None, at: ServerTime(now_us), tag_times: Vec::new() };
-        let (Some(json), Some(x)) = (field(0), number(1)) else {
-            return Ok(read);
-        };
-        let tagged = match field(3) {
-            Some(tags) => {
-                let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
-                let tags: Tags = tags.into_iter().map(String::into_boxed_str).collect();
-                let times = if self.is_cluster() {
-                    self.tag_times(namespace, &tags).await?
-                } else {
-                    tag_times(&reply, 8, tags.len())
-                };
-                read.tag_times = tags.iter().cloned().zip(times).filter(|(_, time)| time.latest_us() > 0).collect();
-                // A fenced write on a cluster is judged from its load's start (`j`), not from when it landed.
-                Some(Tagged { tags, written_us: number(5).or(number(4)).unwrap_or(0) })
+        let mut reads = self.get_many(std::slice::from_ref(&key.to_owned())).await?;
+        Ok(reads.pop().expect("one read per key"))
+    }
+
+    /// The entries of `keys` (of one namespace), in their order: one script per [`BATCH_KEYS`] keys, on a cluster
+    /// per slot too, all in flight at once on the one multiplexed connection, so a batch costs about one round trip;
+    /// on a cluster, the records of the batch's tags follow in one more.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<L2Read>> {
+        let Some(first) = keys.first() else { return Ok(Vec::new()) };
+        let namespace = crate::key::namespace_of(first);
+        let prefix = if self.is_cluster() { String::new() } else { self.tag_prefix(namespace) };
+        let groups = self.in_batches(keys.iter().map(String::as_str));
+        let scripts = groups.iter().map(|group| {
+            let mut invocation = self.scripts.get.prepare_invoke();
+            for (_, key) in group {
+                invocation.key(*key);
             }
-            None => None,
-        };
-        let stale_until_us = number(2);
-        if x > now_us {
-            let grace_ms = stale_until_us.map_or(0, |g| g.saturating_sub(x) / 1000);
-            read.hit = Some(L2Hit { json, remaining_ms: Some((x - now_us) / 1000), grace_ms, tagged });
-        } else if let Some(g) = stale_until_us.filter(|&g| g > now_us) {
-            read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: (g - now_us) / 1000, tagged });
+            invocation.arg(&prefix);
+            let mut conn = self.conn();
+            async move { invocation.invoke_async::<Vec<Option<String>>>(&mut conn).await }
+        });
+        let replies = futures_util::future::try_join_all(scripts).await.map_err(|e| self.error("get", e))?;
+        let mut found: Vec<Option<Found>> = (0..keys.len()).map(|_| None).collect();
+        for (group, reply) in groups.iter().zip(replies) {
+            let mut fields = reply.into_iter();
+            let number = |fields: &mut std::vec::IntoIter<Option<String>>| {
+                fields.next().flatten().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+            };
+            let now_us = number(&mut fields) * 1_000_000 + number(&mut fields);
+            for (index, _) in group {
+                let entry: [Option<String>; 6] = std::array::from_fn(|_| fields.next().flatten());
+                let records = number(&mut fields) as usize;
+                let times = (0..records)
+                    .map(|_| TagTime { hard_us: number(&mut fields), soft_us: number(&mut fields) })
+                    .collect();
+                found[*index] = Some(Found { now_us, entry, times });
+            }
         }
-        Ok(read)
+        let mut found: Vec<Found> = found.into_iter().map(|f| f.expect("every key was read")).collect();
+        if self.is_cluster() {
+            self.read_tag_records(namespace, &mut found).await?;
+        }
+        Ok(found.into_iter().map(Found::into_read).collect())
+    }
+
+    /// On a cluster, the records of the tags of every tagged entry read, in one round trip to their slot.
+    async fn read_tag_records(&self, namespace: &str, found: &mut [Found]) -> Result<()> {
+        let mut tags: Vec<Box<str>> = found.iter().flat_map(Found::tags).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let times = self.tag_times(namespace, &tags).await?;
+        for entry in found.iter_mut() {
+            entry.times = entry
+                .tags()
+                .map(|tag| tags.binary_search(&tag).map_or_else(|_| TagTime::default(), |i| times[i]))
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// `keys`, with their positions, in groups of one slot (a cluster) and at most [`BATCH_KEYS`] keys each.
+    fn in_batches<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Vec<Vec<(usize, &'a str)>> {
+        let mut by_slot: std::collections::BTreeMap<usize, Vec<(usize, &'a str)>> = Default::default();
+        for (index, key) in keys.enumerate() {
+            let slot = if self.is_cluster() { slot_of(key.as_bytes()) } else { 0 };
+            by_slot.entry(slot).or_default().push((index, key));
+        }
+        by_slot
+            .into_values()
+            .flat_map(|group| group.chunks(BATCH_KEYS).map(<[_]>::to_vec).collect::<Vec<_>>())
+            .collect()
     }
 
     /// Records an invalidation of `tags` now, in one script; returns its time.
@@ -566,14 +677,15 @@ impl RedisL2 {
         }
     }
 
-    /// Leaves a tombstone of each key (and publishes `bus_message`) in one script, on a cluster one per slot and the
-    /// message after them; returns how many were live. `keys` must not be empty.
+    /// Leaves a tombstone of each key (and publishes `bus_message`) in one script, or in several when the keys span
+    /// slots of a cluster or more than [`BATCH_KEYS`] keys, in flight together, the message after them; returns how
+    /// many were live. `keys` must not be empty.
     pub async fn delete(&self, keys: &[String], bus_message: Option<&str>) -> Result<u64> {
-        let groups = self.by_slot(keys.iter());
+        let groups = self.in_batches(keys.iter().map(String::as_str));
         if groups.len() <= 1 {
-            return self.delete_in_slot(keys.iter(), bus_message).await;
+            return self.delete_in_slot(keys.iter().map(String::as_str), bus_message).await;
         }
-        let removals = groups.iter().map(|group| self.delete_in_slot(group.iter().copied(), None));
+        let removals = groups.iter().map(|group| self.delete_in_slot(group.iter().map(|(_, key)| *key), None));
         let removed: u64 = futures_util::future::try_join_all(removals).await?.into_iter().sum();
         if let Some(message) = bus_message {
             self.publish(BUS_CHANNEL, message).await?;
@@ -581,11 +693,7 @@ impl RedisL2 {
         Ok(removed)
     }
 
-    async fn delete_in_slot<'a>(
-        &self,
-        keys: impl Iterator<Item = &'a String>,
-        bus_message: Option<&str>,
-    ) -> Result<u64> {
+    async fn delete_in_slot<'a>(&self, keys: impl Iterator<Item = &'a str>, bus_message: Option<&str>) -> Result<u64> {
         let mut invocation = self.scripts.delete.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -594,16 +702,37 @@ impl RedisL2 {
         invocation.invoke_async(&mut self.conn()).await.map_err(|e| self.error("delete", e))
     }
 
-    /// `keys` grouped by slot on a cluster; one group of them all on one server.
-    fn by_slot<'a>(&self, keys: impl Iterator<Item = &'a String>) -> Vec<Vec<&'a String>> {
-        if !self.is_cluster() {
-            return vec![keys.collect()];
+    /// Writes every entry unconditionally, as [`Self::set`] does, in one script, or in several when they span slots of
+    /// a cluster or more than [`BATCH_KEYS`] keys, in flight together, then publishes `bus_message` (with the one
+    /// script, in it); returns each write's time, in the entries' order.
+    pub async fn set_many(&self, entries: &[BatchWrite<'_>], bus_message: Option<&str>) -> Result<Vec<ServerTime>> {
+        let groups = self.in_batches(entries.iter().map(|entry| entry.key));
+        let single = groups.len() <= 1;
+        let scripts = groups.iter().map(|group| {
+            let mut invocation = self.scripts.set_many.prepare_invoke();
+            invocation.arg(self.fence_window_ms).arg(BUS_CHANNEL).arg(if single {
+                bus_message.unwrap_or("")
+            } else {
+                ""
+            });
+            for (index, key) in group {
+                let entry = &entries[*index];
+                invocation.key(*key).arg(entry.json).arg(entry.lifetime.ttl_ms).arg(entry.lifetime.grace_ms);
+                invocation.arg(if entry.tags.is_empty() { String::new() } else { tags_json(entry.tags) });
+            }
+            let mut conn = self.conn();
+            async move { invocation.invoke_async::<String>(&mut conn).await }
+        });
+        let times = futures_util::future::try_join_all(scripts).await.map_err(|e| self.error("setMany", e))?;
+        if let (false, Some(message)) = (single, bus_message) {
+            self.publish(BUS_CHANNEL, message).await?;
         }
-        let mut groups: std::collections::BTreeMap<usize, Vec<&'a String>> = std::collections::BTreeMap::new();
-        for key in keys {
-            groups.entry(slot_of(key.as_bytes())).or_default().push(key);
+        let mut written = vec![ServerTime(0); entries.len()];
+        for (group, time) in groups.iter().zip(times) {
+            let time = ServerTime(time.parse().unwrap_or(0));
+            group.iter().for_each(|(index, _)| written[*index] = time);
         }
-        groups.into_values().collect()
+        Ok(written)
     }
 
     /// Stamps the namespace's invalidation marker (on a cluster, every slot's), then walks `SCAN MATCH` over the
@@ -712,9 +841,9 @@ impl RedisL2 {
                 .filter(|full| crate::key::strip_namespace(namespace, full).is_some_and(|key| pattern.matches(key)))
                 .collect();
             let unlinks =
-                self.by_slot(matching.into_iter()).into_iter().filter(|g| !g.is_empty()).map(|group| {
+                self.in_batches(matching.into_iter().map(String::as_str)).into_iter().map(|group| {
                     let mut invocation = self.scripts.unlink_counting_live.prepare_invoke();
-                    for key in group {
+                    for (_, key) in group {
                         invocation.key(key);
                     }
                     let mut conn = self.conn();

@@ -11,6 +11,7 @@
 //! [`crate::l2::WriteCondition`]).
 
 mod background;
+mod batch;
 mod breaker;
 mod coherence;
 mod l2_call;
@@ -42,6 +43,7 @@ use breaker::Breaker;
 pub use breaker::BreakerConfig;
 use coherence::{EchoWaiters, Generations};
 
+pub use batch::BatchEntry;
 pub use load::{LoadLease, LoadStep};
 
 /// A result that may carry an absorbed L2 failure beside the value the call degraded to.

@@ -725,3 +725,102 @@ async fn a_read_allowing_stale_flags_what_get_misses() {
     assert_eq!(read(&b).await, None, "a hard invalidation leaves nothing");
     assert!(b.stats().stale_hits >= 1);
 }
+
+fn batch_entry(key: &str, json: &str) -> super::BatchEntry {
+    super::BatchEntry { key: key.into(), json: json.into(), lifetime: Lifetime::fresh(TTL_MS), tags: no_tags() }
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
+async fn texts(store: &Store, names: &[&str]) -> Vec<Option<String>> {
+    let read = store.read_l2_many(&keys(names), TTL_MS).await;
+    assert!(read.error.is_none(), "{:?}", read.error);
+    read.value.into_iter().map(|json| json.map(|json| json.as_str().to_owned())).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_read_is_one_l2_command_and_drops_the_fills_that_raced_another_instances_set_or_delete() {
+    let (name, server) = server();
+    let (a, b) = two_instances(&name).await;
+    let written = b.set_many(vec![batch_entry("k1", "1"), batch_entry("k2", "2"), batch_entry("k3", "3")]).await;
+    assert!(written.error.is_none());
+    let gate = Arc::new(Semaphore::new(0));
+    *server.faults.read_gate.lock().unwrap() = Some(gate.clone());
+    let commands_before = server.commands();
+    let reader = {
+        let store = handle(&a);
+        tokio::spawn(async move { texts(&store, &["k1", "k2", "k3", "k4"]).await })
+    };
+    until(|| server.commands() > commands_before).await;
+    *server.faults.read_gate.lock().unwrap() = None;
+    let received = a.stats().bus_received;
+    b.set("k2", "22".into(), Lifetime::fresh(TTL_MS), no_tags()).await;
+    b.delete(vec!["k3".into()]).await;
+    until(|| a.stats().bus_received >= received + 2).await;
+    gate.add_permits(1);
+    let read = reader.await.unwrap();
+    assert_eq!(read, [Some("1".into()), Some("2".into()), Some("3".into()), None], "the read answers what it read");
+    assert_eq!(server.commands(), commands_before + 3, "one command for the batch read, one per write");
+    assert!(a.l1_get("k1").is_some(), "an untouched key is filled");
+    assert!(a.l1_get("k2").is_none() && a.l1_get("k3").is_none(), "the fills that raced a change were dropped");
+    assert_eq!(texts(&a, &["k2", "k3"]).await, [Some("22".into()), None]);
+    let stats = a.stats();
+    assert_eq!((stats.l2_hits, stats.misses), (4, 2), "each key of a batch counts as a hit or a miss");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_write_is_one_l2_command_and_every_other_instance_drops_its_copies() {
+    let (name, server) = server();
+    let (a, b) = two_instances(&name).await;
+    a.set_many(vec![batch_entry("k1", "1"), batch_entry("k2", "2")]).await;
+    assert_eq!(texts(&b, &["k1", "k2"]).await, [Some("1".into()), Some("2".into())]);
+    assert!(b.l1_get("k1").is_some() && b.l1_get("k2").is_some());
+    let (commands_before, received) = (server.commands(), b.stats().bus_received);
+    let written = a.set_many(vec![batch_entry("k1", "11"), batch_entry("k2", "22")]).await;
+    assert!(written.error.is_none());
+    assert_eq!(server.commands(), commands_before + 1, "one command, its bus message in it");
+    until(|| b.stats().bus_received > received).await;
+    assert!(b.l1_get("k1").is_none() && b.l1_get("k2").is_none(), "one message dropped both copies");
+    assert_eq!(texts(&b, &["k1", "k2"]).await, [Some("11".into()), Some("22".into())]);
+    assert_eq!(a.l1_get("k1").map(|e| e.json.to_string()).as_deref(), Some("11"), "the writer keeps its own");
+    assert_eq!(a.stats().sets, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_too_large_for_one_bus_message_is_announced_in_several() {
+    let (name, server) = server();
+    let (a, b) = two_instances(&name).await;
+    let names: Vec<String> = (0..2_000).map(|i| format!("key-{i:05}-{}", "x".repeat(40))).collect();
+    let entries = names.iter().map(|key| batch_entry(key, "1")).collect();
+    let (commands_before, published) = (server.commands(), a.stats().bus_published);
+    assert!(a.set_many(entries).await.error.is_none());
+    let messages = a.stats().bus_published - published;
+    assert!(messages > 1, "{messages} messages");
+    assert_eq!(server.commands() - commands_before, messages, "one write, then the messages that did not fit");
+    let read = b.read_l2_many(&names, TTL_MS).await;
+    assert!(read.value.iter().all(Option::is_some));
+    let changed = names.iter().map(|key| batch_entry(key, "2")).collect();
+    let received = b.stats().bus_received;
+    a.set_many(changed).await;
+    until(|| b.stats().bus_received >= received + messages).await;
+    assert!(names.iter().all(|key| b.l1_get(key).is_none()), "every copy dropped, from every message");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_the_l2_refuses_degrades_like_its_one_key_forms() {
+    let (name, server) = server();
+    let a = instance(&name, json!({ "l2Breaker": false }));
+    server.faults.refuse.store(true, Ordering::SeqCst);
+    let written = a.set_many(vec![batch_entry("k1", "1"), batch_entry("k2", "2")]).await;
+    assert_eq!(written.error.unwrap().kind, ErrorKind::L2Unavailable);
+    for key in ["k1", "k2"] {
+        assert!(l1_lifetime(&a, key) <= Duration::from_secs(5), "capped at busDownL1Ttl");
+    }
+    let read = a.read_l2_many(&keys(&["k3", "k4"]), TTL_MS).await;
+    assert_eq!(read.error.unwrap().kind, ErrorKind::L2Unavailable);
+    assert!(read.value.iter().all(Option::is_none));
+    let stats = a.stats();
+    assert_eq!((stats.misses, stats.errors, stats.sets), (2, 2, 2));
+}

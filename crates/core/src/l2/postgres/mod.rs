@@ -40,7 +40,10 @@ pub use lock::AdvisoryLock;
 use lock::LockSession;
 use sql::{literal, Statements};
 
-use super::{BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write, TAG_RECORD_RETENTION_MS};
+use super::{
+    tags_json, BatchWrite, BusEvent, BusStream, L2Hit, L2Read, Redactor, ServerTime, Tagged, Write,
+    TAG_RECORD_RETENTION_MS,
+};
 use crate::error::{CacheError, ErrorKind, Result};
 use crate::pattern::Pattern;
 use crate::rules;
@@ -65,6 +68,37 @@ const EXTENSION_LOOKUP: &str = r#"SELECT to_regclass($1) IS NOT NULL, EXISTS (SE
     WHERE attrelid = to_regclass($1) AND attname = 'tags' AND NOT attisdropped)"#;
 /// The namespace's marker row of its latest `invalidatePattern` or `clear`; `#` is in no namespace.
 const INVALIDATION_PREFIX: &str = "#inval:";
+
+/// A row of a read statement (see `sql::get`) as what it found.
+fn read_of(row: &sqlx::postgres::PgRow) -> L2Read {
+    let mut read =
+        L2Read { at: ServerTime(row.get::<i64, _>(0).max(0) as u64), hit: None, stale: None, tag_times: Vec::new() };
+    let Some(json) = row.get::<Option<String>, _>(1) else {
+        return read;
+    };
+    let tagged = match row.get::<Option<Vec<String>>, _>(5) {
+        Some(tags) if !tags.is_empty() => {
+            let records: Vec<(String, u64, u64)> =
+                row.get::<Option<String>, _>(6).and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+            read.tag_times = records
+                .into_iter()
+                .map(|(tag, hard_us, soft_us)| (tag.into_boxed_str(), TagTime { hard_us, soft_us }))
+                .collect();
+            let written_us = row.get::<Option<i64>, _>(4).unwrap_or(0).max(0) as u64;
+            Some(Tagged { tags: tags.into_iter().map(String::into_boxed_str).collect(), written_us })
+        }
+        _ => None,
+    };
+    let remaining_ms: f64 = row.get(2);
+    let kept_ms = row.get::<Option<f64>, _>(3).unwrap_or(0.0).max(0.0);
+    if remaining_ms > 0.0 {
+        let grace_ms = (kept_ms - remaining_ms).max(0.0) as u64;
+        read.hit = Some(L2Hit { json, remaining_ms: Some(remaining_ms as u64), grace_ms, tagged });
+    } else {
+        read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: kept_ms as u64, tagged });
+    }
+    read
+}
 
 /// Settings of the Postgres L2.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -302,44 +336,51 @@ impl PostgresL2 {
     pub async fn get(&self, key: &str) -> Result<L2Read> {
         self.ensure_table().await?;
         let extended = self.extended.load(Ordering::Acquire);
-        let mut query = sqlx::query(&self.sql.get[extended as usize]).bind(key).persistent(self.prepared);
+        let mut query = sqlx::query(&self.sql.get[0][extended as usize]).bind(key).persistent(self.prepared);
         if extended {
             query = query.bind(crate::key::namespace_of(key));
         }
         let row = pooled!(self, ex => query.fetch_one(ex)).await.map_err(|e| self.error("get", e))?;
-        let mut read = L2Read {
-            at: ServerTime(row.get::<i64, _>(0).max(0) as u64),
-            hit: None,
-            stale: None,
-            tag_times: Vec::new(),
-        };
-        let Some(json) = row.get::<Option<String>, _>(1) else {
-            return Ok(read);
-        };
-        let tagged = match row.get::<Option<Vec<String>>, _>(5) {
-            Some(tags) if !tags.is_empty() => {
-                let records: Vec<(String, u64, u64)> = row
-                    .get::<Option<String>, _>(6)
-                    .and_then(|json| serde_json::from_str(&json).ok())
-                    .unwrap_or_default();
-                read.tag_times = records
-                    .into_iter()
-                    .map(|(tag, hard_us, soft_us)| (tag.into_boxed_str(), TagTime { hard_us, soft_us }))
-                    .collect();
-                let written_us = row.get::<Option<i64>, _>(4).unwrap_or(0).max(0) as u64;
-                Some(Tagged { tags: tags.into_iter().map(String::into_boxed_str).collect(), written_us })
-            }
-            _ => None,
-        };
-        let remaining_ms: f64 = row.get(2);
-        let kept_ms = row.get::<Option<f64>, _>(3).unwrap_or(0.0).max(0.0);
-        if remaining_ms > 0.0 {
-            let grace_ms = (kept_ms - remaining_ms).max(0.0) as u64;
-            read.hit = Some(L2Hit { json, remaining_ms: Some(remaining_ms as u64), grace_ms, tagged });
-        } else {
-            read.stale = Some(L2Hit { json, remaining_ms: Some(0), grace_ms: kept_ms as u64, tagged });
+        Ok(read_of(&row))
+    }
+
+    /// The rows of `keys` (of one namespace) as [`Self::get`] reads them, in their order, in one statement.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<L2Read>> {
+        let Some(first) = keys.first() else { return Ok(Vec::new()) };
+        self.ensure_table().await?;
+        let extended = self.extended.load(Ordering::Acquire);
+        let mut query = sqlx::query(&self.sql.get[1][extended as usize]).bind(keys).persistent(self.prepared);
+        if extended {
+            query = query.bind(crate::key::namespace_of(first));
         }
-        Ok(read)
+        let rows = pooled!(self, ex => query.fetch_all(ex)).await.map_err(|e| self.error("getMany", e))?;
+        Ok(rows.iter().map(read_of).collect())
+    }
+
+    /// Upserts every row of `entries` unconditionally, as [`Self::set`] does, and notifies `bus_message`, in one
+    /// statement; returns the writes' time (one statement, one time), for each entry.
+    pub async fn set_many(&self, entries: &[BatchWrite<'_>], bus_message: Option<&str>) -> Result<Vec<ServerTime>> {
+        self.ensure_table().await?;
+        if entries.iter().any(|entry| entry.lifetime.grace_ms > 0 || !entry.tags.is_empty()) {
+            self.ensure_extended().await?;
+        }
+        let extended = self.extended.load(Ordering::Acquire);
+        let column = |value: fn(&BatchWrite<'_>) -> i64| entries.iter().map(value).collect::<Vec<i64>>();
+        let mut query = sqlx::query(&self.sql.set_many[extended as usize][bus_message.is_some() as usize])
+            .bind(entries.iter().map(|entry| entry.key).collect::<Vec<_>>())
+            .bind(entries.iter().map(|entry| entry.json).collect::<Vec<_>>())
+            .bind(column(|entry| entry.lifetime.ttl_ms as i64))
+            .persistent(self.prepared);
+        if extended {
+            let tags = entries.iter().map(|entry| (!entry.tags.is_empty()).then(|| tags_json(entry.tags)));
+            query = query.bind(column(|entry| entry.lifetime.grace_ms as i64)).bind(tags.collect::<Vec<_>>());
+        }
+        if let Some(message) = bus_message {
+            query = query.bind(BUS_CHANNEL).bind(message);
+        }
+        let row = pooled!(self, ex => query.fetch_one(ex)).await.map_err(|e| self.error("setMany", e))?;
+        let at = ServerTime(row.get::<Option<i64>, _>(0).unwrap_or(0).max(0) as u64);
+        Ok(vec![at; entries.len()])
     }
 
     /// Upserts the row of `key`, fresh for the TTL and kept for the grace, with its tags, unless the write's condition

@@ -6,8 +6,10 @@ use super::{PostgresConfig, ADVISORY_CLASS_CLEANUP, NOW_US, NOW_UTC};
 /// table has the columns of grace and tags (`staleUntil`, `tags`) and its tag table exists.
 pub(super) struct Statements {
     pub(super) table_name: String,
-    /// Indexed by [extended].
-    pub(super) get: [String; 2],
+    /// Indexed by [many][extended]: one key ($1 text), or a batch ($1 text[]) answered in its order.
+    pub(super) get: [[String; 2]; 2],
+    /// Unconditional batch writes, indexed by [extended][notifies].
+    pub(super) set_many: [[String; 2]; 2],
     /// Indexed by [extended][conditional][notifies].
     pub(super) set: [[[String; 2]; 2]; 2],
     /// Indexed by [extended][notifies].
@@ -47,24 +49,35 @@ impl Statements {
         let (hard, soft) = (tag_time("hardAt"), tag_time("softAt"));
         Statements {
             table_name: table.clone(),
-            get: [
-                // Without the extension nothing is kept past the TTL and nothing is tagged.
-                get(&table, "0::float8", "NULL::text[]", "NULL::text", &format!(r#""expiresAt" > {NOW_UTC}"#)),
-                get(
-                    &table,
-                    &format!(r#"(EXTRACT(EPOCH FROM ("staleUntil" - {NOW_UTC})) * 1000)::float8"#),
-                    r#"c."tags""#,
-                    &format!(
-                        r#"(SELECT json_agg(json_build_array(t."tag", {hard}, {soft}))::text FROM {tags_table} AS t
-                             WHERE t."namespace" = $2 AND t."tag" = ANY(c."tags"))"#
+            get: [ONE_KEY, MANY_KEYS].map(|keys| {
+                [
+                    // Without the extension nothing is kept past the TTL and nothing is tagged.
+                    get(
+                        &table,
+                        keys,
+                        "0::float8",
+                        "NULL::text[]",
+                        "NULL::text",
+                        &format!(r#""expiresAt" > {NOW_UTC}"#),
                     ),
-                    // A tombstone or marker (`expiresAt` = `updatedAt`) is never stale, whatever `staleUntil` holds.
-                    &format!(
-                        r#"("expiresAt" > {NOW_UTC} OR ("staleUntil" > {NOW_UTC} AND "expiresAt" > "updatedAt"))"#
+                    get(
+                        &table,
+                        keys,
+                        &format!(r#"(EXTRACT(EPOCH FROM ("staleUntil" - {NOW_UTC})) * 1000)::float8"#),
+                        r#"c."tags""#,
+                        &format!(
+                            r#"(SELECT json_agg(json_build_array(t."tag", {hard}, {soft}))::text FROM {tags_table} AS t
+                                 WHERE t."namespace" = $2 AND t."tag" = ANY(c."tags"))"#
+                        ),
+                        // A tombstone or marker (`expiresAt` = `updatedAt`) is never stale, whatever `staleUntil` holds.
+                        &format!(
+                            r#"("expiresAt" > {NOW_UTC} OR ("staleUntil" > {NOW_UTC} AND "expiresAt" > "updatedAt"))"#
+                        ),
                     ),
-                ),
-            ],
+                ]
+            }),
             set: [writes(&table, None), writes(&table, Some(&tags_table))],
+            set_many: [false, true].map(|extended| set_many(&table, extended)),
             delete: tombstones.map(|tombstones| {
                 let notifying = format!("{tombstones}, pg_notify($2, $3)");
                 [tombstones, notifying]
@@ -142,19 +155,67 @@ impl Statements {
     }
 }
 
-/// The read of one key ($1; $2 its namespace when extended): the server time, the value, the ms of freshness left
-/// (negative once stale), the ms of grace left, when it was written (µs), its tags and the records of its tags (a
-/// JSON array of `[tag, hard µs, soft µs]`), from the row that `filter` keeps.
-fn get(table: &str, stale_remaining: &str, tags: &str, tag_times: &str, filter: &str) -> String {
+/// The key source of a read of one key.
+const ONE_KEY: &str = r#"(SELECT $1::text AS "key", 1::int8 AS i) AS k"#;
+/// The key source of a batch read, numbered in the array's order.
+const MANY_KEYS: &str = r#"unnest($1::text[]) WITH ORDINALITY AS k("key", i)"#;
+
+/// The read of the keys of `keys` ([`ONE_KEY`] or [`MANY_KEYS`]; $2 their namespace when extended), one row per key
+/// in their order: the server time, the value, the ms of freshness left (negative once stale), the ms of grace left,
+/// when it was written (µs), its tags and the records of its tags (a JSON array of `[tag, hard µs, soft µs]`), from
+/// the row that `filter` keeps (all `NULL` but the time when there is none).
+fn get(table: &str, keys: &str, stale_remaining: &str, tags: &str, tag_times: &str, filter: &str) -> String {
     format!(
         r#"SELECT {NOW_US}, e."value"::text, e.remaining, e.stale_remaining, e.written_us, e.tags, e.tag_times
-           FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+           FROM {keys} LEFT JOIN LATERAL (
              SELECT c."value", (EXTRACT(EPOCH FROM ("expiresAt" - {NOW_UTC})) * 1000)::float8 AS remaining,
                     {stale_remaining} AS stale_remaining,
                     (extract(epoch FROM c."updatedAt") * 1000000)::int8 AS written_us,
                     {tags} AS tags, {tag_times} AS tag_times
-             FROM {table} AS c WHERE c."key" = $1 AND {filter}) AS e ON true"#
+             FROM {table} AS c WHERE c."key" = k."key" AND {filter}) AS e ON true
+           ORDER BY k.i"#
     )
+}
+
+/// What an upsert sets on a key already there; `extended` with the columns of grace and tags.
+fn on_conflict_update(extended: bool) -> String {
+    let extra = if extended { r#", "staleUntil" = EXCLUDED."staleUntil", "tags" = EXCLUDED."tags""# } else { "" };
+    format!(
+        r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt"{extra}"#
+    )
+}
+
+/// The unconditional write of a batch in one statement, indexed by [notifies]: $1 keys, $2 JSON texts, $3 TTLs in
+/// ms; when `extended`, $4 graces in ms and $5 tags, each a JSON array or `NULL` (a `text[][]` must be rectangular).
+/// Returns the writes' time (µs, from `updatedAt`: one statement, one `now()`); a notifying one ends with the
+/// channel and the payload, notified once.
+fn set_many(table: &str, extended: bool) -> [String; 2] {
+    let (columns, values, arrays, names) = if extended {
+        (
+            r#", "staleUntil", "tags""#,
+            format!(
+                ", CASE WHEN u.grace > 0 THEN {NOW_UTC} + (u.ttl + u.grace) * interval '1 millisecond' END, \
+                 CASE WHEN u.tags IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)) END"
+            ),
+            ", $4::int8[], $5::text[]",
+            ", grace, tags",
+        )
+    } else {
+        ("", String::new(), "", "")
+    };
+    let update = on_conflict_update(extended);
+    let write = format!(
+        r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt"{columns})
+           SELECT gen_random_uuid()::text, u.k, u.v::jsonb, {NOW_UTC} + u.ttl * interval '1 millisecond', {NOW_UTC}{values}
+           FROM unnest($1::text[], $2::text[], $3::int8[]{arrays}) AS u(k, v, ttl{names})
+           ON CONFLICT ("key") DO UPDATE {update}
+           RETURNING (extract(epoch FROM "updatedAt") * 1000000)::int8 AS at"#
+    );
+    let channel = if extended { 6 } else { 4 };
+    [
+        format!("WITH up AS ({write}) SELECT (SELECT max(at) FROM up)"),
+        format!("WITH up AS ({write}) SELECT (SELECT max(at) FROM up), pg_notify(${channel}, ${})", channel + 1),
+    ]
 }
 
 /// The writes, indexed by [conditional][notifies], each returning the write's time (µs, from `updatedAt`).
@@ -167,14 +228,13 @@ fn writes(table: &str, tags_table: Option<&str>) -> [[String; 2]; 2] {
     let expires = format!("{NOW_UTC} + $3::bigint * interval '1 millisecond'");
     let first_fence = if tags_table.is_some() { 6 } else { 4 };
     let [since_us, window_us, marker, since_ms, namespace] = [0, 1, 2, 3, 4].map(|i| format!("${}", first_fence + i));
-    let (extra_cols, extra_values, extra_update, tag_fence, fence_params) = match tags_table {
+    let (extra_cols, extra_values, tag_fence, fence_params) = match tags_table {
         Some(tags_table) => (
             r#", "staleUntil", "tags""#,
             format!(
                 ", CASE WHEN $4::bigint > 0 THEN {NOW_UTC} + ($3::bigint + $4::bigint) * interval '1 millisecond' END, \
                  $5::text[]"
             ),
-            r#", "staleUntil" = EXCLUDED."staleUntil", "tags" = EXCLUDED."tags""#,
             format!(
                 r#" AND NOT EXISTS (SELECT 1 FROM {tags_table} AS t WHERE t."namespace" = {namespace}
                      AND t."tag" = ANY($5::text[])
@@ -182,11 +242,9 @@ fn writes(table: &str, tags_table: Option<&str>) -> [[String; 2]; 2] {
             ),
             5,
         ),
-        None => ("", String::new(), "", String::new(), 4),
+        None => ("", String::new(), String::new(), 4),
     };
-    let update = format!(
-        r#"SET "value" = EXCLUDED."value", "expiresAt" = EXCLUDED."expiresAt", "updatedAt" = EXCLUDED."updatedAt"{extra_update}"#
-    );
+    let update = on_conflict_update(tags_table.is_some());
     let returning = r#"RETURNING (extract(epoch FROM "updatedAt") * 1000000)::int8 AS at"#;
     let upsert = format!(
         r#"INSERT INTO {table} AS e ("id", "key", "value", "expiresAt", "updatedAt"{extra_cols})
@@ -243,8 +301,9 @@ mod tests {
     #[test]
     fn statements_use_the_configured_table() {
         let sql = Statements::new(&PostgresConfig { table: "my_cache".into(), ..Default::default() });
-        assert!(sql.get[0].contains("FROM \"my_cache\""));
-        assert!(sql.get[1].contains("FROM \"my_cache_tags\""));
+        assert!(sql.get[0][0].contains("FROM \"my_cache\""));
+        assert!(sql.get[1][1].contains("FROM \"my_cache_tags\"") && sql.get[1][1].contains("unnest($1::text[])"));
+        assert!(sql.set_many[1][1].contains("pg_notify($6, $7)") && sql.set_many[0][1].contains("pg_notify($4, $5)"));
         assert!(sql.create[1].contains("\"my_cache_key_key\""));
         assert!(sql.set[0][0][1].contains("pg_notify($4, $5)"));
         assert!(sql.set[0][1][1].contains("pg_notify($8, $9)"));
