@@ -432,7 +432,7 @@ export interface CacheStats {
   deletes: number
   /** Loader calls run by this process. */
   loaderCalls: number
-  /** L2 and bus failures absorbed (each also passed to `onError`). */
+  /** L2 and bus failures absorbed, one per L2 call (each also passed to `onError`, by every call the L2 call served). */
   errors: number
   /** `hits / (hits + misses)`, from 0 to 1; `0` before any read. */
   hitRate: number
@@ -521,7 +521,9 @@ export declare class Cache {
 
   /**
    * Reads a value: from the L1 (an already-settled Promise, answered without leaving the thread), else from the L2
-   * (then copied into the L1 for the entry's remaining TTL).
+   * (then copied into the L1 for the entry's remaining TTL). The L1 misses of one turn of the event loop are read
+   * from the L2 together, as one `getMany` (one native call and one round trip), each counted as its own hit or miss;
+   * an L2 failure of the batch is reported to `onError` by each of its calls, and counted once in `stats().errors`.
    * @returns the value, or `undefined` on a miss. A stored `null` comes back as `null`, never as a miss.
    * When the L2 is down or slow this resolves as a miss after at most `l2Timeout` and reports the failure.
    * @throws `TypeError` `ERR_CACHE_INVALID_KEY` synchronously; `Error` `ERR_CACHE_CLOSED` after `close()`.

@@ -266,6 +266,8 @@ class Cache {
   /** `immutable: true`: the frozen values of this thread; `null` otherwise. */
   #frozen = null
   #parse = JSON.parse
+  /** The L1 misses of `get` in this turn, waiting to be read from the L2 together; `null` when there are none. */
+  #l2Reads = null
 
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
@@ -358,11 +360,46 @@ class Cache {
       if (trace !== undefined) found(trace, 'l1')
       return Promise.resolve(hit)
     }
-    return this.#native.get(key).then((read) => {
+    return this.#readL2(key).then((read) => {
       this.#absorbed(read.error)
       if (trace !== undefined) found(trace, read.json == null ? undefined : 'l2')
       return read.json == null ? undefined : this.#parse(read.json)
     })
+  }
+
+  /**
+   * An L1 miss of `get`, read from the L2 together with the other misses of this turn of the event loop: one native
+   * call, one L2 round trip (see `getMany`) and one completion for all of them, instead of two thread hops each.
+   * Each read keeps its own generation guard and counts, and every caller of a failed batch hears of its failure.
+   */
+  #readL2(key) {
+    let batch = this.#l2Reads
+    if (batch === null) {
+      batch = this.#l2Reads = { keys: [], callers: [] }
+      queueMicrotask(() => this.#flushL2Reads(batch))
+    }
+    batch.keys.push(key)
+    return new Promise((resolve, reject) => batch.callers.push({ resolve, reject }))
+  }
+
+  #flushL2Reads(batch) {
+    this.#l2Reads = null
+    const { keys, callers } = batch
+    let read
+    try {
+      read = keys.length === 1 ? this.#native.get(keys[0]) : this.#native.getMany(keys)
+    } catch (error) {
+      // Closed since the calls began (their keys were checked by the L1 lookup that missed).
+      for (const caller of callers) caller.reject(error)
+      return
+    }
+    read.then(
+      (result) => {
+        if (keys.length === 1) return callers[0].resolve(result)
+        for (let i = 0; i < callers.length; i++) callers[i].resolve({ json: result.values[i], error: result.error })
+      },
+      (error) => callers.forEach((caller) => caller.reject(error)),
+    )
   }
 
   getMany(keys) {

@@ -5,9 +5,11 @@ import test from 'ava'
 import {
   BACKENDS,
   L2S,
+  ThrowawayRedis,
   type Backend,
   connectionOf,
   eventually,
+  freePort,
   isolatedOptions,
   openCache,
   proxied,
@@ -17,6 +19,7 @@ import {
   timed,
   uniqueNamespace,
   urlOf,
+  withRedis,
 } from './helpers.js'
 import type { Cache as CacheClass, CacheError, CacheErrorCode } from '../index.js'
 
@@ -202,3 +205,27 @@ for (const backend of L2S) {
     proxy.set('pass')
   })
 }
+
+test.serial('redis: concurrent gets that miss the L1 are read from the L2 together, in one script, each counted', async (t) => {
+  const server = new ThrowawayRedis(await freePort())
+  await server.start()
+  t.teardown(() => server.stop())
+  const namespace = uniqueNamespace('coalesce')
+  const writer = openCache(t, { url: server.url, namespace, bus: false })
+  const keys = range(64)
+  await writer.setMany(keys.map((key, i) => ({ key, value: { i } })))
+  const reader = openCache(t, { url: server.url, namespace, l1: false, bus: false })
+  t.deepEqual(await reader.get('k0'), { i: 0 }, 'the read script is loaded')
+  const scripts = () =>
+    withRedis(server.url, async (r) => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await r.info('commandstats'))?.[1] ?? 0))
+  const before = await scripts()
+  // 64 keys, 8 of them asked for twice, all in one turn of the event loop.
+  const asked = [...keys, ...keys.slice(0, 8)]
+  const values = await Promise.all(asked.map((key) => reader.get(key)))
+  t.deepEqual(values, asked.map((key) => ({ i: Number(key.slice(1)) })))
+  t.is((await scripts()) - before, 1, 'one script for the 72 gets')
+  const stats = await reader.stats()
+  t.is(stats.l2Hits, 73, 'every get counted, the repeated keys included')
+  t.deepEqual(await Promise.all([reader.get('k1'), reader.get('nope')]), [{ i: 1 }, undefined])
+  t.is((await reader.stats()).misses, 1)
+})

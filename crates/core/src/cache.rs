@@ -186,8 +186,9 @@ impl Cache {
     }
 
     /// Reads `keys` from the L2 in one call after the caller's own L1 lookups missed them (see
-    /// [`Store::read_l2_many`]): each value, or `None`, in the order of `keys`; a key given twice is read once. Fails
-    /// at once with `ERR_CACHE_INVALID_KEY` for any one bad key; L2 failures come back in the [`Outcome`].
+    /// [`Store::read_l2_many`]): each value, or `None`, in the order of `keys`; a key given twice is read once and
+    /// counted (as a hit or a miss) each time, as that many `get`s would be. Fails at once with
+    /// `ERR_CACHE_INVALID_KEY` for any one bad key; L2 failures come back in the [`Outcome`].
     pub fn get_many_after_l1_miss(
         &self,
         keys: Vec<String>,
@@ -197,7 +198,17 @@ impl Cache {
         let (store, default_ttl_ms) = (self.store.clone(), self.handle.default_ttl_ms);
         Ok(async move {
             let read = store.read_l2_many(&unique, default_ttl_ms).await;
-            Outcome { value: positions.into_iter().map(|i| read.value[i].clone()).collect(), error: read.error }
+            // A key asked for twice counts twice, as two gets would: the coalesced reads of `get` rely on it.
+            let mut seen = vec![false; unique.len()];
+            let (mut hits, mut misses) = (0, 0);
+            for &i in &positions {
+                if std::mem::replace(&mut seen[i], true) {
+                    *if read.value[i].is_some() { &mut hits } else { &mut misses } += 1;
+                }
+            }
+            store.count_repeated_reads(hits, misses);
+            let values = positions.into_iter().map(|i| read.value[i].clone()).collect();
+            Outcome { value: values, error: read.error }
         })
     }
 

@@ -61,6 +61,13 @@ impl Store {
         Outcome { value: values, error: read.error }
     }
 
+    /// Counts the reads of a batch that asked again for a key it already read: `hits` L2 hits, `misses` misses.
+    pub fn count_repeated_reads(&self, hits: u64, misses: u64) {
+        add(&self.inner.stats.hits, hits);
+        add(&self.inner.stats.l2_hits, hits);
+        add(&self.inner.stats.misses, misses);
+    }
+
     /// Writes every entry to both tiers in one L2 call, as [`Self::set`] writes one, and announces them all on the
     /// bus in that call (a batch whose keys overflow one bus message sends the rest right after). When the L2 does
     /// not take them, the L1 keeps them for at most `busDownL1Ttl`. `entries` must hold no duplicate keys.
